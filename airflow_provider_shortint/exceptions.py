@@ -1,0 +1,89 @@
+"""Exceptions raised by the provider, one per row of the API's error table (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class ShortInterestError(AirflowException):
+    """Base of every provider error; carries the API's ``ret_code``, ``error_code`` and ``message``."""
+
+    default_error_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ret_code: int | None = None,
+        error_code: str | None = None,
+        symbol: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ret_code = ret_code
+        self.error_code = error_code if error_code is not None else self.default_error_code
+        self.symbol = symbol
+        self.status = status
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments must survive pickling (Airflow pickles exceptions between processes).
+        return (
+            _rebuild,
+            (type(self), self.message, self.ret_code, self.error_code, self.symbol, self.status),
+        )
+
+
+def _rebuild(
+    cls: type[ShortInterestError],
+    message: str,
+    ret_code: int | None,
+    error_code: str | None,
+    symbol: str | None,
+    status: int | None,
+) -> ShortInterestError:
+    return cls(message, ret_code=ret_code, error_code=error_code, symbol=symbol, status=status)
+
+
+class InvalidParameterError(ShortInterestError, ValueError):
+    """ret_code -3: a malformed symbol, count or other parameter; never retried."""
+
+    default_error_code = "invalid_parameter"
+
+
+class InvalidSymbolError(ShortInterestError):
+    """ret_code -7: the symbol is well-formed but no such security exists."""
+
+    default_error_code = "invalid_symbol"
+
+
+class UnsupportedSecurityError(ShortInterestError):
+    """ret_code -8: a market or category the API does not cover (only HK/US stocks and ETFs)."""
+
+    default_error_code = "unsupported"
+
+
+class ShortInterestServerError(ShortInterestError):
+    """ret_code -5, HTTP 429/5xx, timeouts or connection errors that outlasted every retry."""
+
+    default_error_code = "internal_error"
+
+
+class ShortInterestResponseError(ShortInterestError):
+    """A body that is not the documented JSON envelope, or an unknown ``ret_code``."""
+
+    default_error_code = "malformed_response"
+
+
+class ShortInterestAuthError(ShortInterestError):
+    """HTTP 401/403: the connection's API token is missing or was refused."""
+
+    default_error_code = "unauthorized"
+
+
+# ret_code -> exception class for the codes that end a request without retry.
+ERRORS_BY_RET_CODE: dict[int, type[ShortInterestError]] = {
+    -3: InvalidParameterError,
+    -7: InvalidSymbolError,
+    -8: UnsupportedSecurityError,
+}

@@ -1,0 +1,92 @@
+"""Parse, normalise and validate symbols ("hk.700" -> "HK.00700") before any request is made."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
+
+Market = Literal["HK", "US"]
+MARKETS: tuple[Market, ...] = ("HK", "US")
+
+_HK_CODE = re.compile(r"[0-9]{1,5}")
+_US_TICKER = re.compile(r"[A-Z][A-Z0-9.\-]{0,9}")
+_OTHER_MARKET = re.compile(r"[A-Z]{2,4}")
+_OTHER_CODE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
+
+
+def normalize_symbol(symbol: object) -> str:
+    """Return the canonical form of ``symbol`` ("HK.00700", "US.BRK.B") or raise.
+
+    Raises ``UnsupportedSecurityError`` for a well-formed symbol of another market and
+    ``InvalidParameterError`` for anything malformed, non-strings included.
+    """
+    if not isinstance(symbol, str):
+        raise InvalidParameterError(
+            f"symbol must be a string like 'HK.00700' or 'US.AAPL', got {type(symbol).__name__}"
+        )
+    text = symbol.strip().upper()
+    market, dot, code = text.partition(".")
+    if not dot or not code:
+        raise InvalidParameterError(f"malformed symbol {symbol!r}: expected MARKET.CODE, e.g. 'HK.00700'")
+    if market == "HK":
+        if not _HK_CODE.fullmatch(code):
+            raise InvalidParameterError(f"malformed symbol {symbol!r}: an HK code is 1 to 5 digits")
+        return f"HK.{int(code):05d}"
+    if market == "US":
+        if not _US_TICKER.fullmatch(code) or ".." in code or code[-1] in ".-":
+            raise InvalidParameterError(
+                f"malformed symbol {symbol!r}: a US ticker is 1 to 10 letters, digits, '.' or '-', "
+                "starting with a letter"
+            )
+        return f"US.{code}"
+    if _OTHER_MARKET.fullmatch(market) and _OTHER_CODE.fullmatch(code):
+        raise UnsupportedSecurityError(
+            f"unsupported market {market!r} in {symbol!r}: only HK and US securities have short interest",
+            ret_code=-8,
+        )
+    raise InvalidParameterError(f"malformed symbol {symbol!r}: expected 'HK.<digits>' or 'US.<ticker>'")
+
+
+def market_of(symbol: str) -> Market:
+    """Market of a normalised symbol."""
+    return "HK" if symbol.startswith("HK.") else "US"
+
+
+def parse_symbols(symbols: str | Iterable[object]) -> list[str]:
+    """Normalise a list or a comma-separated string of symbols, dropping duplicates, keeping order.
+
+    Every symbol is checked before any is used; all problems are reported in one error.
+    """
+    items: list[object]
+    if isinstance(symbols, str):
+        items = [part for part in symbols.split(",") if part.strip()]
+    elif isinstance(symbols, Iterable):
+        items = list(symbols)
+    else:
+        raise InvalidParameterError(
+            f"symbols must be a list or a comma-separated string, got {type(symbols).__name__}"
+        )
+    if not items:
+        raise InvalidParameterError("no symbols given")
+    result: list[str] = []
+    problems: list[str] = []
+    unsupported = True
+    for item in items:
+        try:
+            canonical = normalize_symbol(item)
+        except UnsupportedSecurityError as err:
+            problems.append(err.message)
+            continue
+        except InvalidParameterError as err:
+            problems.append(err.message)
+            unsupported = False
+            continue
+        if canonical not in result:
+            result.append(canonical)
+    if problems:
+        error = UnsupportedSecurityError if unsupported else InvalidParameterError
+        raise error(f"{len(problems)} bad symbol(s), nothing requested: " + "; ".join(problems))
+    return result
