@@ -55,7 +55,7 @@ def market_of(symbol: str) -> Market:
     return "HK" if symbol.startswith("HK.") else "US"
 
 
-def parse_symbols(symbols: str | Iterable[object]) -> list[str]:
+def parse_symbols(symbols: object) -> list[str]:
     """Normalise a list or a comma-separated string of symbols, dropping duplicates, keeping order.
 
     Every symbol is checked before any is used; all problems are reported in one error.

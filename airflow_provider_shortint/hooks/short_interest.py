@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -66,7 +66,7 @@ class ConnectionSettings:
     """What the hook takes from the Airflow connection, validated."""
 
     base_url: str
-    token: str | None
+    token: str | None = field(repr=False)
     timeout: float = 30.0
     verify_ssl: bool = True
     rate_limit_calls: int = 30

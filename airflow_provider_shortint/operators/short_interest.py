@@ -1,0 +1,239 @@
+"""ShortInterestToParquetOperator: HK/US short interest history into the partitioned Parquet lake."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_shortint.assets import lake_assets, lake_uri
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    InvalidSymbolError,
+    UnsupportedSecurityError,
+)
+from airflow_provider_shortint.hooks.short_interest import MAX_COUNT, to_date, validate_count
+from airflow_provider_shortint.symbols import market_of, parse_symbols
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from airflow.sdk import Context
+
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+    from airflow_provider_shortint.lake import ParquetLake
+
+MODES = ("incremental", "full")
+SYMBOL_ERROR_POLICIES = ("fail", "warn")
+# Days between two records, to size the first page to the expected gap (HK weekly, US twice a month).
+CADENCE_DAYS = {"HK": 7, "US": 14}
+# Errors that condemn one symbol, not the run: collected, reported once at the end.
+SYMBOL_ERRORS = (InvalidSymbolError, UnsupportedSecurityError, InvalidParameterError)
+
+
+class ShortInterestToParquetOperator(BaseOperator):
+    """Fetch short interest for ``symbols`` and upsert it into the lake at ``lake_path`` (DESIGN.md §5-§6).
+
+    ``mode="incremental"`` asks only for what the lake lacks (one request for an up-to-date symbol);
+    ``mode="full"`` re-reads the whole available history. Symbols are fetched and committed in batches
+    of ``batch_size``, so memory follows the batch and a failure keeps every batch already written.
+    Returns a small summary dict (XCom), never the data.
+    """
+
+    template_fields: Sequence[str] = ("symbols", "lake_path", "since")
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        symbols: str | Sequence[str],
+        lake_path: str,
+        mode: str = "incremental",
+        since: str | dt.date | None = None,
+        page_size: int = MAX_COUNT,
+        shortint_conn_id: str = "shortint_default",
+        batch_size: int = 50,
+        on_symbol_error: str = "fail",
+        **kwargs: Any,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if on_symbol_error not in SYMBOL_ERROR_POLICIES:
+            raise ValueError(
+                f"on_symbol_error must be one of {SYMBOL_ERROR_POLICIES}, got {on_symbol_error!r}"
+            )
+        validate_count(page_size, "page_size")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if (
+            "outlets" not in kwargs
+            and isinstance(lake_path, str)
+            and "{{" not in lake_path
+            and lake_path.strip()
+        ):
+            kwargs["outlets"] = list(lake_assets(lake_path).values())
+        super().__init__(**kwargs)
+        self.symbols = symbols
+        self.lake_path = lake_path
+        self.mode = mode
+        self.since = since
+        self.page_size = page_size
+        self.shortint_conn_id = shortint_conn_id
+        self.batch_size = batch_size
+        self.on_symbol_error = on_symbol_error
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+        from airflow_provider_shortint.lake import open_lake
+
+        # Everything the user typed is checked before a single rate-limited request is spent.
+        symbols = parse_symbols(_literal_list(self.symbols))
+        since = to_date(self.since, "since")
+        lake = open_lake(self.lake_path)
+        hook = ShortInterestHook(shortint_conn_id=self.shortint_conn_id)
+        try:
+            summary = self._run(hook, lake, symbols, since)
+        finally:
+            hook.close()
+        self._annotate_assets(context, summary)
+        failed = summary["failed"]
+        if failed:
+            text = "; ".join(f"{symbol}: {reason}" for symbol, reason in failed.items())
+            message = (
+                f"{len(failed)} of {len(symbols)} symbol(s) rejected by the API (others committed): {text}"
+            )
+            if self.on_symbol_error == "fail":
+                raise InvalidSymbolError(message)
+            self.log.warning("%s", message)
+        return summary
+
+    def _run(
+        self, hook: ShortInterestHook, lake: ParquetLake, symbols: list[str], since: dt.date | None
+    ) -> dict[str, Any]:
+        stored = lake.latest_dates(symbols) if self.mode == "incremental" else {}
+        latest: dict[str, str] = {}
+        for symbol, day in stored.items():
+            latest[market_of(symbol)] = max(latest.get(market_of(symbol), ""), day.isoformat())
+        summary: dict[str, Any] = {
+            "lake": lake.uri,
+            "mode": self.mode,
+            "symbols": len(symbols),
+            "requests": 0,
+            "rows_fetched": 0,
+            "rows_written": 0,
+            "partitions_written": 0,
+            "latest_trade_date": latest,
+            "failed": {},
+        }
+        written_markets: dict[str, int] = {}
+        started = time.monotonic()
+        for start in range(0, len(symbols), self.batch_size):
+            batch = symbols[start : start + self.batch_size]
+            tables: list[pa.Table] = []
+            try:
+                for offset, symbol in enumerate(batch, start=start + 1):
+                    before = hook.requests_made
+                    try:
+                        table = self._fetch(hook, symbol, _later(since, stored.get(symbol)))
+                    except SYMBOL_ERRORS as err:
+                        summary["failed"][symbol] = f"{err.error_code}: {err.message}"
+                        self.log.warning(
+                            "[%d/%d] %s: rejected (%s)", offset, len(symbols), symbol, err.message
+                        )
+                        continue
+                    finally:
+                        summary["requests"] += hook.requests_made - before
+                    tables.append(table)
+                    summary["rows_fetched"] += table.num_rows
+                    self.log.info(
+                        "[%d/%d] %s: %d new row(s), %d request(s) · ETA %s",
+                        offset,
+                        len(symbols),
+                        symbol,
+                        table.num_rows,
+                        hook.requests_made - before,
+                        _eta(started, offset, len(symbols)),
+                    )
+            finally:
+                # Commit what this batch fetched even when a symbol failed hard: a retry resumes from here.
+                self._commit(lake, tables, summary, written_markets)
+        summary["rows_written_by_market"] = written_markets
+        return summary
+
+    def _fetch(self, hook: ShortInterestHook, symbol: str, bound: dt.date | None) -> pa.Table:
+        """Rows of ``symbol`` newer than ``bound``, asking for no page beyond the bound."""
+        from airflow_provider_shortint.records import rows_to_table
+
+        first = self.page_size
+        if bound is not None:
+            # One more than the records expected since the bound, so the first page reaches the bound.
+            gap_days = max((dt.datetime.now(dt.timezone.utc).date() - bound).days, 0)
+            first = min(self.page_size, math.ceil(gap_days / CADENCE_DAYS[market_of(symbol)]) + 2)
+        rows = [
+            row
+            for page in hook.iter_pages(
+                symbol, page_size=self.page_size, stop_after=bound, first_page_size=first
+            )
+            for row in page.items
+            if bound is None or row["trade_date"] > bound
+        ]
+        return rows_to_table(rows)
+
+    def _commit(
+        self, lake: ParquetLake, tables: list[pa.Table], summary: dict[str, Any], by_market: dict[str, int]
+    ) -> None:
+        """Upsert one batch, market by market so the asset events can say how many rows each got."""
+        import pyarrow.compute as pc
+
+        from airflow_provider_shortint.records import concat_tables
+
+        table = concat_tables(tables)
+        if table.num_rows == 0:
+            return
+        for market in sorted({market_of(symbol) for symbol in table.column("symbol").unique().to_pylist()}):
+            part = table.filter(pc.starts_with(table.column("symbol"), f"{market}."))
+            result = lake.upsert(part)
+            summary["rows_written"] += result.rows_written
+            summary["partitions_written"] += len(result.partitions_written)
+            by_market[market] = by_market.get(market, 0) + result.rows_written
+            for name, day in result.latest_trade_date.items():
+                summary["latest_trade_date"][name] = max(summary["latest_trade_date"].get(name, ""), day)
+
+    def _annotate_assets(self, context: Context, summary: dict[str, Any]) -> None:
+        """Attach rows written and the latest trade date to this run's asset events."""
+        if not self.outlets:
+            return
+        assets = lake_assets(self.lake_path)
+        events = context["outlet_events"]
+        for market, asset in assets.items():
+            if asset in self.outlets:
+                extra = events[asset].extra
+                extra["rows_written"] = summary.get("rows_written_by_market", {}).get(market, 0)
+                extra["latest_trade_date"] = summary["latest_trade_date"].get(market)
+                extra["lake"] = lake_uri(self.lake_path)
+
+
+def _later(a: dt.date | None, b: dt.date | None) -> dt.date | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+def _eta(started: float, done: int, total: int) -> str:
+    remaining = (time.monotonic() - started) / done * (total - done)
+    return f"{remaining / 60:.0f} min" if remaining >= 90 else f"{remaining:.0f} s"
+
+
+def _literal_list(value: object) -> object:
+    """A templated list often renders to its text ("['HK.00700', 'US.AAPL']"): read it back as a list."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise InvalidParameterError(f"symbols {value!r} looks like a list but is not one") from None
+        return parsed
+    return value

@@ -1,0 +1,361 @@
+"""Triggers that wait in the triggerer for a newer short-interest record of one symbol.
+
+* :class:`ShortInterestNewRecordTrigger` - what ``ShortInterestNewRecordSensor(deferrable=True)`` defers
+  to: fires one event (success, error or timeout) and ends.
+* :class:`ShortInterestNewRecordEventTrigger` - a ``BaseEventTrigger`` for ``AssetWatcher``: runs forever
+  and fires once per new trade date, so a DAG can be scheduled on new short-interest data.
+
+Both keep only plain values in their kwargs (never the token, never objects), read the connection with
+``await hook.aload_settings()`` (synchronous connection access inside the event loop can deadlock) and
+send each request from a worker thread (``asyncio.to_thread``), so the triggerer's loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
+
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    InvalidSymbolError,
+    ShortInterestAuthError,
+    ShortInterestResponseError,
+    ShortInterestServerError,
+    UnsupportedSecurityError,
+)
+from airflow_provider_shortint.symbols import normalize_symbol
+
+if TYPE_CHECKING:
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+
+#: Errors that another request cannot fix: fail at once (-3, -7, -8, HTTP 401/403).
+NON_RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    InvalidParameterError,
+    InvalidSymbolError,
+    UnsupportedSecurityError,
+    ShortInterestAuthError,
+)
+#: Errors of a flaky API (-5, HTTP 429/5xx, timeouts, garbled bodies): wait and poll again.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ShortInterestServerError, ShortInterestResponseError)
+
+#: Shortest wait between two polls, whatever ``poke_interval`` says (a trigger must never spin).
+MIN_POKE_INTERVAL = 0.1
+
+_MODULE = __name__
+
+
+def _iso(value: object, name: str) -> str | None:
+    """Validate an ISO date (str/date/datetime/None) and return it as ``YYYY-MM-DD`` (or None)."""
+    from airflow_provider_shortint.hooks.short_interest import to_date
+
+    day = to_date(value, name)
+    return None if day is None else day.isoformat()
+
+
+def _interval(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidParameterError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _message(err: BaseException) -> str:
+    """One line describing ``err``: the provider's own message (never contains the token)."""
+    text = getattr(err, "message", None) or str(err) or type(err).__name__
+    return " ".join(str(text).split())
+
+
+async def _newest_trade_date(hook: ShortInterestHook, symbol: str) -> dt.date | None:
+    """One request (count=1) in a worker thread; the newest trade date, or None if there is no data."""
+    latest = await asyncio.to_thread(hook.get_latest, symbol)
+    if latest is None:
+        return None
+    day = latest["trade_date"]
+    return day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+
+
+def _backoff(poke_interval: float, failures: int, max_backoff: float) -> float:
+    """``poke_interval`` doubled per consecutive failure, capped at ``max(max_backoff, poke_interval)``."""
+    base = max(poke_interval, MIN_POKE_INTERVAL)
+    return float(min(base * 2 ** max(failures - 1, 0), max(max_backoff, base)))
+
+
+def _new_hook(conn_id: str) -> ShortInterestHook:
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+
+    # One attempt per poll: the trigger's own loop (poke_interval, backoff) is the retry.
+    return ShortInterestHook(shortint_conn_id=conn_id, max_retries=0)
+
+
+class ShortInterestNewRecordTrigger(BaseTrigger):
+    """Poll until ``symbol``'s newest record has ``trade_date > after`` (any record if ``after`` is None).
+
+    Events (one, then the trigger ends):
+
+    * ``{"status": "success", "symbol": "HK.00700", "trade_date": "2026-05-22"}``
+    * ``{"status": "error", "symbol": ..., "message": ..., "retryable": bool}`` - at once for -3/-7/-8/401/403
+      (``retryable`` False), or after ``max_failures`` consecutive failed polls (``retryable`` True)
+    * ``{"status": "timeout", "symbol": ..., "message": ...}`` - ``deadline`` (Unix time) passed
+
+    :param symbol: "HK.00700", "US.AAPL" (normalised; validated here, before any request)
+    :param after: ISO date ``YYYY-MM-DD`` or None
+    :param shortint_conn_id: the Airflow connection to use
+    :param poke_interval: seconds between polls (at least 0.1); slept after every poll that did not end
+    :param max_failures: consecutive failed polls (5xx, 429, -5, timeouts) before an error event
+    :param max_backoff: cap of the doubling wait after failures (never below ``poke_interval``)
+    :param deadline: Unix time after which a ``timeout`` event ends the wait (None: only Airflow's
+        deferral timeout applies)
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        after: str | None = None,
+        shortint_conn_id: str = "shortint_default",
+        poke_interval: float = 60.0,
+        max_failures: int = 10,
+        max_backoff: float = 600.0,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.symbol = normalize_symbol(symbol)
+        self.after = _iso(after, "after")
+        self.shortint_conn_id = str(shortint_conn_id)
+        self.poke_interval = _interval(poke_interval, "poke_interval")
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+            raise InvalidParameterError(f"max_failures must be an integer >= 1, got {max_failures!r}")
+        self.max_failures = max_failures
+        self.max_backoff = _interval(max_backoff, "max_backoff")
+        self.deadline = None if deadline is None else _interval(deadline, "deadline")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{_MODULE}.{type(self).__name__}",
+            {
+                "symbol": self.symbol,
+                "after": self.after,
+                "shortint_conn_id": self.shortint_conn_id,
+                "poke_interval": self.poke_interval,
+                "max_failures": self.max_failures,
+                "max_backoff": self.max_backoff,
+                "deadline": self.deadline,
+            },
+        )
+
+    def _error(self, message: str, retryable: bool) -> TriggerEvent:
+        return TriggerEvent(
+            {"status": "error", "symbol": self.symbol, "message": message, "retryable": retryable}
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        symbol = self.symbol
+        after = None if self.after is None else dt.date.fromisoformat(self.after)
+        hook = _new_hook(self.shortint_conn_id)
+        try:
+            try:
+                await hook.aload_settings()
+            except Exception as err:
+                message = f"{symbol}: cannot use connection {self.shortint_conn_id!r}: {_message(err)}"
+                self.log.error("%s", message)
+                yield self._error(message, retryable=not isinstance(err, InvalidParameterError))
+                return
+            failures = 0
+            while True:
+                if self.deadline is not None and time.time() >= self.deadline:
+                    yield TriggerEvent(
+                        {
+                            "status": "timeout",
+                            "symbol": symbol,
+                            "message": f"{symbol}: no record newer than {self.after or 'nothing'} "
+                            "appeared before the sensor's timeout",
+                        }
+                    )
+                    return
+                try:
+                    newest = await _newest_trade_date(hook, symbol)
+                except NON_RETRYABLE_ERRORS as err:
+                    message = _message(err)
+                    self.log.error("%s: not retrying: %s", symbol, message)
+                    yield self._error(message, retryable=False)
+                    return
+                except TRANSIENT_ERRORS as err:
+                    failures += 1
+                    message = _message(err)
+                    if failures >= self.max_failures:
+                        summary = f"{symbol}: {failures} consecutive polls failed; last error: {message}"
+                        self.log.error("%s", summary)
+                        yield self._error(summary, retryable=True)
+                        return
+                    delay = _backoff(self.poke_interval, failures, self.max_backoff)
+                    self.log.warning(
+                        "%s: poll failed (%d of %d allowed in a row), next poll in %.1f s: %s",
+                        symbol,
+                        failures,
+                        self.max_failures,
+                        delay,
+                        message,
+                    )
+                else:
+                    failures = 0
+                    if newest is not None and (after is None or newest > after):
+                        self.log.info("%s: new record %s (after %s)", symbol, newest, self.after)
+                        yield TriggerEvent(
+                            {"status": "success", "symbol": symbol, "trade_date": newest.isoformat()}
+                        )
+                        return
+                    delay = max(self.poke_interval, MIN_POKE_INTERVAL)
+                    self.log.info(
+                        "%s: newest record %s, waiting for one after %s; next poll in %.1f s",
+                        symbol,
+                        newest or "none",
+                        self.after,
+                        delay,
+                    )
+                if self.deadline is not None:
+                    delay = max(min(delay, self.deadline - time.time()), 0.0)
+                await asyncio.sleep(delay)
+        finally:
+            hook.close()
+
+
+class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
+    """Event-driven scheduling: fire once per new trade date of ``symbol`` (for ``AssetWatcher``).
+
+    Runs forever in the triggerer. Each poll asks for the newest record (one request); when its
+    ``trade_date`` is newer than the last one reported, yields
+    ``TriggerEvent({"symbol": "HK.00700", "trade_date": "2026-05-22", "previous": "2026-05-15"})``
+    (the payload lands in the asset event's ``extra["payload"]``).
+
+    The reference is ``after`` at first; with ``after=None`` the first successful poll only records the
+    current newest date (no event), so deploying a DAG does not fire for data that already existed.
+    The last reported date is kept in memory and, when the triggerer provides one (Airflow >= 3.3,
+    a trigger watching a single asset), in the asset's state store, so a triggerer restart does not
+    fire twice for the same date.
+
+    Errors never end the trigger (an event would schedule the DAG): transient ones back off (doubling
+    up to ``max_backoff``); non-retryable ones (-7/-8/-3, 401/403) are logged as errors and retried only
+    every ``max_backoff`` seconds.
+
+    All kwargs are static values (no templates): Airflow identifies a watcher by the hash of its
+    classpath and kwargs, so they must not change from one DAG parse to the next.
+    """
+
+    STATE_KEY_PREFIX = "shortint.last_trade_date"
+
+    def __init__(
+        self,
+        symbol: str,
+        after: str | None = None,
+        shortint_conn_id: str = "shortint_default",
+        poke_interval: float = 300.0,
+        max_backoff: float = 3600.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(symbol, str) and "{{" in symbol:
+            raise InvalidParameterError(f"symbol of an event trigger cannot be a template: {symbol!r}")
+        self.symbol = normalize_symbol(symbol)
+        self.after = _iso(after, "after")
+        self.shortint_conn_id = str(shortint_conn_id)
+        self.poke_interval = _interval(poke_interval, "poke_interval")
+        self.max_backoff = _interval(max_backoff, "max_backoff")
+        self.last_reported: dt.date | None = None  # runtime state, not a kwarg
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{_MODULE}.{type(self).__name__}",
+            {
+                "symbol": self.symbol,
+                "after": self.after,
+                "shortint_conn_id": self.shortint_conn_id,
+                "poke_interval": self.poke_interval,
+                "max_backoff": self.max_backoff,
+            },
+        )
+
+    @property
+    def state_key(self) -> str:
+        return f"{self.STATE_KEY_PREFIX}.{self.symbol}"
+
+    async def _load_state(self) -> dt.date | None:
+        store = getattr(self, "asset_state_store", None)
+        if store is None:
+            return None
+        try:
+            if hasattr(store, "aget"):
+                value = await store.aget(self.state_key, default=None)
+            else:
+                value = await asyncio.to_thread(store.get, self.state_key, default=None)
+            return dt.date.fromisoformat(value) if isinstance(value, str) else None
+        except Exception as err:  # several watched assets, old Airflow, store down: in-memory only
+            self.log.warning(
+                "%s: no persistent state (%s); keeping the last date in memory", self.symbol, err
+            )
+            return None
+
+    async def _save_state(self, day: dt.date) -> None:
+        store = getattr(self, "asset_state_store", None)
+        if store is None:
+            return
+        try:
+            if hasattr(store, "aset"):
+                await store.aset(self.state_key, day.isoformat())
+            else:
+                await asyncio.to_thread(store.set, self.state_key, day.isoformat())
+        except Exception as err:
+            self.log.warning("%s: could not store the last reported date: %s", self.symbol, err)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        symbol = self.symbol
+        after = None if self.after is None else dt.date.fromisoformat(self.after)
+        stored = await self._load_state()
+        known = [d for d in (after, stored, self.last_reported) if d is not None]
+        last: dt.date | None = max(known) if known else None
+        self.last_reported = last
+        needs_baseline = last is None  # after=None and nothing stored: the first poll sets the reference
+        hook = _new_hook(self.shortint_conn_id)
+        failures = 0
+        try:
+            while True:
+                try:
+                    await hook.aload_settings()
+                    newest = await _newest_trade_date(hook, symbol)
+                except NON_RETRYABLE_ERRORS as err:
+                    delay = max(self.max_backoff, self.poke_interval, MIN_POKE_INTERVAL)
+                    self.log.error("%s: %s; polling again in %.0f s", symbol, _message(err), delay)
+                except (*TRANSIENT_ERRORS, Exception) as err:
+                    failures += 1
+                    delay = _backoff(self.poke_interval, failures, self.max_backoff)
+                    self.log.warning(
+                        "%s: poll failed (%d in a row), next poll in %.1f s: %s",
+                        symbol,
+                        failures,
+                        delay,
+                        _message(err),
+                    )
+                else:
+                    failures = 0
+                    delay = max(self.poke_interval, MIN_POKE_INTERVAL)
+                    if needs_baseline:
+                        # No data yet (-10) leaves the reference empty: the first record will count.
+                        needs_baseline = False
+                        if newest is not None:
+                            self.log.info("%s: newest record %s; waiting for a newer one", symbol, newest)
+                            last = self.last_reported = newest
+                            await self._save_state(newest)
+                    elif newest is not None and (last is None or newest > last):
+                        self.log.info("%s: new record %s (previous %s)", symbol, newest, last)
+                        payload = {
+                            "symbol": symbol,
+                            "trade_date": newest.isoformat(),
+                            "previous": None if last is None else last.isoformat(),
+                        }
+                        last = self.last_reported = newest
+                        await self._save_state(newest)
+                        yield TriggerEvent(payload)
+                await asyncio.sleep(delay)
+        finally:
+            hook.close()

@@ -1,0 +1,400 @@
+"""ShortInterestHook against the real sandbox over HTTP: the whole REST contract of DESIGN.md §2-§5."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    InvalidSymbolError,
+    ShortInterestAuthError,
+    ShortInterestError,
+    ShortInterestResponseError,
+    ShortInterestServerError,
+    UnsupportedSecurityError,
+)
+from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
+from tests.test_ratelimit import max_in_window
+from tests.test_symbols import MALFORMED
+
+HookFactory = Callable[..., ShortInterestHook]
+OK_PAGE = {"ret_code": 0, "ret_msg": "success", "data": {"items": [], "next_key": "-1"}}
+
+
+def error_body(ret_code: int, code: str, message: str = "scripted") -> str:
+    return json.dumps({"ret_code": ret_code, "ret_msg": message, "error": {"code": code, "message": message}})
+
+
+def test_documented_values_typed(hook_for: HookFactory) -> None:
+    page = hook_for().get_page("hk.700", count=2)
+    assert (page.symbol, page.market) == ("HK.00700", "HK")
+    first = page.items[0]
+    assert first["trade_date"] == dt.date(2026, 5, 15)
+    assert first["aggregated_short"] == 54177721 and first["avg_daily_short_volume"] == 3755740
+    assert first["aggregated_short_ratio"] == 0.59 and first["timestamp"] == 1778774400000
+    assert page.items[1]["trade_date"] == dt.date(2026, 5, 8)
+    assert page.next_key
+
+
+# -- the error table, row by row -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("symbol", "error", "ret_code", "error_code"),
+    [
+        ("HK.99999", InvalidSymbolError, -7, "invalid_symbol"),
+        ("US.NOSUCH", InvalidSymbolError, -7, "invalid_symbol"),
+        ("HK.99998", UnsupportedSecurityError, -8, "unsupported"),
+        ("US.VIX", UnsupportedSecurityError, -8, "unsupported"),
+    ],
+)
+def test_non_retryable_codes(
+    hook_for: HookFactory, sandbox: SandboxServer, symbol: str, error: type, ret_code: int, error_code: str
+) -> None:
+    with pytest.raises(error) as info:
+        hook_for().get_page(symbol)
+    assert (info.value.ret_code, info.value.error_code) == (ret_code, error_code)
+    assert symbol in str(info.value)
+    assert sandbox.stats()["requests"] == 1  # no retry
+
+
+def test_invalid_parameter_from_server(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    sandbox.enqueue(status=400, body=error_body(-3, "invalid_parameter", "count out of range"))
+    with pytest.raises(InvalidParameterError, match="count out of range") as info:
+        hook_for().get_page("HK.00700")
+    assert info.value.ret_code == -3 and sandbox.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize("symbol", ["HK.99997", "US.NODATA"])
+def test_no_data_is_empty_not_error(hook_for: HookFactory, symbol: str) -> None:
+    hook = hook_for()
+    page = hook.get_page(symbol)
+    assert page.items == [] and page.next_key is None
+    assert hook.get_latest(symbol) is None
+    assert hook.get_history(symbol).num_rows == 0
+
+
+def test_internal_error_retried_then_success(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    sandbox.enqueue(body=error_body(-5, "internal_error"))
+    sandbox.enqueue(status=503, body="<html>busy</html>", headers={"Content-Type": "text/html"})
+    page = hook_for().get_page("HK.00700", count=1)
+    assert page.items[0]["trade_date"] == dt.date(2026, 5, 15)
+    assert sandbox.stats()["requests"] == 3
+
+
+def test_internal_error_exhausts_retries(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    sandbox.configure(internal_error_rate=1.0)
+    with pytest.raises(ShortInterestServerError, match="gave up after 3 attempt") as info:
+        hook_for(max_retries=2).get_page("HK.00700")
+    assert info.value.ret_code == -5
+    assert sandbox.stats()["requests"] == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_retried_and_exhausted(hook_for: HookFactory, sandbox: SandboxServer, status: int) -> None:
+    for _ in range(2):
+        sandbox.enqueue(
+            status=status, body="<html><h1>Bad gateway</h1></html>", headers={"Content-Type": "text/html"}
+        )
+    with pytest.raises(ShortInterestServerError, match=f"HTTP {status}.*Bad gateway") as info:
+        hook_for(max_retries=1).get_page("HK.00700")
+    assert info.value.status == status
+
+
+def test_429_honours_retry_after(sandbox: SandboxServer, use_conn: Callable[..., str]) -> None:
+    sleeps: list[float] = []
+    sandbox.enqueue(status=429, body="{}", headers={"Retry-After": "2"})
+    hook = ShortInterestHook(shortint_conn_id=use_conn(sandbox.url, conn_id="c429"), sleep=sleeps.append)
+    assert hook.get_page("HK.00700", count=1).items
+    assert len(sleeps) == 1 and 2.0 <= sleeps[0] <= 2.5
+
+
+def test_backoff_grows_exponentially(sandbox: SandboxServer, use_conn: Callable[..., str]) -> None:
+    sleeps: list[float] = []
+    sandbox.configure(internal_error_rate=1.0)
+    conn_id = use_conn(sandbox.url, conn_id="cbackoff", backoff_base=1.0)
+    hook = ShortInterestHook(shortint_conn_id=conn_id, max_retries=4, sleep=sleeps.append)
+    with pytest.raises(ShortInterestServerError):
+        hook.get_page("HK.00700")
+    assert len(sleeps) == 4
+    for attempt, delay in enumerate(sleeps):
+        assert 2**attempt / 2 <= delay <= 2**attempt  # jittered within [base*2^n / 2, base*2^n]
+
+
+def test_timeout_retried(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    sandbox.configure(delay_rate=1.0, delay_seconds=1.0)
+    with pytest.raises(ShortInterestServerError, match=r"no answer within 0\.2 s"):
+        hook_for(timeout=0.2, max_retries=1).get_page("HK.00700")
+    assert sandbox.stats()["requests"] == 2
+
+
+def test_connection_error_retried(use_conn: Callable[..., str]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    hook = ShortInterestHook(
+        shortint_conn_id=use_conn(f"http://127.0.0.1:{port}", conn_id="cdown", max_retries=2)
+    )
+    with pytest.raises(ShortInterestServerError, match=r"connection failed.*after 3 attempt"):
+        hook.get_page("HK.00700")
+
+
+def test_truncated_transfer_is_retried(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    sandbox.configure(malformed_rate=1.0)
+    with pytest.raises(ShortInterestServerError, match="connection failed"):
+        hook_for(max_retries=1).get_page("HK.00700")
+    sandbox.configure(malformed_rate=0.0)
+    assert hook_for().get_page("HK.00700", count=1).items
+
+
+@pytest.mark.parametrize(
+    ("symbol", "pattern"),
+    [
+        ("US.HTML", r"US\.HTML: HTTP 200 with a body that is not the API's JSON envelope: '<!DOCTYPE html>"),
+        ("US.BADJSON", r"US\.BADJSON: HTTP 200 with a body that is not the API's JSON envelope: '\{"),
+        ("US.BADRET", r"US\.BADRET: HTTP 200 with unknown ret_code 42"),
+    ],
+)
+def test_malformed_bodies(hook_for: HookFactory, sandbox: SandboxServer, symbol: str, pattern: str) -> None:
+    with pytest.raises(ShortInterestResponseError, match=pattern) as info:
+        hook_for().get_page(symbol)
+    assert info.value.status == 200 and len(str(info.value)) < 300
+    assert sandbox.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"ret_code": 0, "data": null}',
+        '{"ret_code": 0, "data": {"items": {}}}',
+        '{"ret_code": 0, "data": {"items": [], "next_key": 5}}',
+        '{"ret_code": "0", "data": {"items": []}}',
+        '{"ret_code": 0, "data": {"items": [{"timestamp_str": "yesterday"}]}}',
+        "[1, 2, 3]",
+        "",
+    ],
+)
+def test_envelope_violations(hook_for: HookFactory, sandbox: SandboxServer, body: str) -> None:
+    sandbox.enqueue(body=body)
+    with pytest.raises(ShortInterestResponseError):
+        hook_for().get_page("HK.00700")
+
+
+def test_html_error_page_on_4xx(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    sandbox.enqueue(
+        status=404, body="<html><body>Not Found</body></html>", headers={"Content-Type": "text/html"}
+    )
+    with pytest.raises(ShortInterestResponseError, match=r"HTTP 404 .*Not Found"):
+        hook_for().get_page("HK.00700")
+
+
+# -- pagination ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("marker", ["-1", "absent", "empty"])
+def test_pagination_end_markers(hook_for: HookFactory, sandbox: SandboxServer, marker: str) -> None:
+    sandbox.configure(end_marker=marker)
+    expected = sandbox.history("HK.00700")
+    hook = hook_for()
+    pages = list(hook.iter_pages("HK.00700", page_size=90))
+    assert pages[-1].next_key is None and all(p.next_key for p in pages[:-1])
+    dates = [row["trade_date"].isoformat() for page in pages for row in page.items]
+    assert dates == [item["timestamp_str"] for item in expected]
+    assert len(pages) == -(-len(expected) // 90)  # ceil: no empty trailing request
+    assert sandbox.stats()["requests"] == len(pages)
+
+
+def test_repeated_key_raises(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    with pytest.raises(ShortInterestResponseError, match=r"next_key .* twice"):
+        list(hook_for().iter_pages("US.LOOPKEY", page_size=5))
+    assert sandbox.stats()["requests"] == 2
+
+
+def test_stop_after_and_since_spend_no_extra_page(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    hook = hook_for()
+    full = hook.get_history("US.AAPL")
+    assert full.num_rows == len(sandbox.history("US.AAPL")) > 180
+    sandbox.reset_stats()
+    recent = hook.get_history("US.AAPL", since="2026-01-01", page_size=5)
+    assert [d.isoformat() for d in recent.column("trade_date").to_pylist()] == [
+        "2026-05-15", "2026-04-30", "2026-04-15", "2026-03-31", "2026-03-13",
+        "2026-02-27", "2026-02-13", "2026-01-30", "2026-01-15",
+    ]  # fmt: skip
+    assert sandbox.stats()["requests"] == 2  # 5 + 5 rows reach 2025-12-31; no third page
+    assert recent.schema.equals(full.schema)
+
+
+def test_count_validated_before_request(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    hook = hook_for()
+    for bad in (0, 91, -1, 1.5, "30", True, None):
+        with pytest.raises(InvalidParameterError, match="from 1 to 90"):
+            hook.get_page("HK.00700", count=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError):
+        list(hook.iter_pages("HK.00700", page_size=100))
+    with pytest.raises(InvalidParameterError, match="ISO date"):
+        hook.get_history("HK.00700", since="last week")
+    with pytest.raises(InvalidParameterError, match="next_key"):
+        hook.get_page("HK.00700", next_key="-1")
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_malformed_symbols_send_nothing(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    hook = hook_for()
+    bad = [*MALFORMED, "SH.600000", "SZ.000001"]
+    assert len(bad) >= 15
+    for symbol in bad:
+        with pytest.raises((InvalidParameterError, UnsupportedSecurityError)):
+            hook.get_page(symbol)  # type: ignore[arg-type]
+        with pytest.raises((InvalidParameterError, UnsupportedSecurityError)):
+            hook.get_history(symbol)  # type: ignore[arg-type]
+    assert sandbox.stats()["requests"] == 0
+
+
+# -- rate limit ----------------------------------------------------------------------------------------
+
+
+def test_hook_respects_time_scaled_limit(use_conn: Callable[..., str]) -> None:
+    """5 calls / 0.5 s on both sides: the server never answers 429 and no window holds more than 5."""
+    with SandboxServer(SandboxConfig(rate_limit_calls=5, rate_limit_period=0.5)) as server:
+        conn_id = use_conn(server.url, conn_id="climit", rate_limit_calls=5, rate_limit_period=0.5)
+        hook = ShortInterestHook(shortint_conn_id=conn_id)
+        pages = list(hook.iter_pages("US.AAPL", page_size=10))
+        stats = server.stats()
+    assert len(pages) >= 20
+    assert stats["rate_limited"] == 0 and stats["by_status"] == {"200": len(pages)}
+    assert max_in_window(stats["timestamps"], 0.5) == 5
+
+
+def test_server_429_when_client_budget_too_loose(use_conn: Callable[..., str]) -> None:
+    """If the server's budget is smaller than the connection says, 429s are retried and paging completes."""
+    with SandboxServer(SandboxConfig(rate_limit_calls=3, rate_limit_period=0.3)) as server:
+        conn_id = use_conn(server.url, conn_id="cloose", rate_limit_calls=100, max_retries=10)
+        pages = list(ShortInterestHook(shortint_conn_id=conn_id).iter_pages("HK.00700", page_size=50))
+        stats = server.stats()
+    assert stats["rate_limited"] >= 1
+    assert sum(len(p.items) for p in pages) == len(server.history("HK.00700"))
+
+
+# -- connection and secrets ----------------------------------------------------------------------------
+
+
+def test_token_sent_and_never_leaked(use_conn: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
+    token = "s3cr3t-T0KEN-value"
+    caplog.set_level(logging.DEBUG)
+    with SandboxServer(SandboxConfig(rate_limit_calls=0, token=token)) as server:
+        good = ShortInterestHook(shortint_conn_id=use_conn(server.url, conn_id="ctok", password=token))
+        assert good.get_page("HK.00700", count=1).items
+        messages: list[str] = []
+        for symbol in ("HK.99999", "US.HTML", "SH.600000"):
+            with pytest.raises(ShortInterestError) as info:
+                good.get_page(symbol)
+            messages.append(str(info.value) + repr(info.value))
+        server.configure(internal_error_rate=1.0)
+        with pytest.raises(ShortInterestServerError) as info:
+            good.get_page("HK.00700")
+        messages.append(str(info.value))
+        server.configure(internal_error_rate=0.0)
+        bad = ShortInterestHook(shortint_conn_id=use_conn(server.url, conn_id="cbad", password="wrong"))
+        with pytest.raises(ShortInterestAuthError, match="HTTP 401") as auth:
+            bad.get_page("HK.00700")
+        messages.append(str(auth.value))
+        anonymous = ShortInterestHook(shortint_conn_id=use_conn(server.url, conn_id="canon"))
+        ok, message = anonymous.test_connection()
+        assert not ok and "401" in message
+        messages.append(message)
+    assert all(token not in text for text in messages)
+    assert token not in caplog.text and all(token not in r.getMessage() for r in caplog.records)
+    assert good.get_conn().headers["Authorization"] == f"Bearer {token}"
+    assert token not in repr(good.settings)
+
+
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        ({"timeout": "soon"}, "extra 'timeout'"),
+        ({"timeout": 0}, "extra 'timeout'"),
+        ({"rate_limit_calls": 0}, "extra 'rate_limit_calls'"),
+        ({"max_retries": -1}, "extra 'max_retries'"),
+        ({"verify_ssl": "maybe"}, "extra 'verify_ssl'"),
+    ],
+)
+def test_bad_extras(
+    use_conn: Callable[..., str], sandbox: SandboxServer, extra: dict[str, Any], pattern: str
+) -> None:
+    hook = ShortInterestHook(shortint_conn_id=use_conn(sandbox.url, conn_id="cextra", **extra))
+    with pytest.raises(InvalidParameterError, match=pattern):
+        hook.get_page("HK.00700")
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_host_and_port_forms(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxServer) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CPORT",
+        json.dumps({"conn_type": "shortint", "host": "127.0.0.1", "schema": "http", "port": sandbox.port}),
+    )
+    hook = ShortInterestHook(shortint_conn_id="cport")
+    assert hook.settings.base_url == sandbox.url
+    assert hook.get_latest("US.AAPL") is not None
+    monkeypatch.setenv("AIRFLOW_CONN_CNOHOST", json.dumps({"conn_type": "shortint"}))
+    with pytest.raises(InvalidParameterError, match="has no host"):
+        ShortInterestHook(shortint_conn_id="cnohost").get_latest("US.AAPL")
+
+
+def test_session_reused(hook_for: HookFactory) -> None:
+    hook = hook_for()
+    session = hook.get_conn()
+    hook.get_history("HK.00700")
+    assert hook.get_conn() is session
+
+
+# -- SDK parity ----------------------------------------------------------------------------------------
+
+
+def test_sdk_parity_hk(hook_for: HookFactory) -> None:
+    hook = hook_for()
+    us_df, hk_df = hook.get_short_interest("HK.00700", num=10)
+    assert us_df.empty and us_df.attrs["next_key"] == "-1"
+    assert list(hk_df.columns[:6]) == [
+        "timestamp", "timestamp_str", "aggregated_short", "aggregated_short_ratio",
+        "close_price", "last_close_price",
+    ]  # fmt: skip
+    assert len(hk_df) == 10 and hk_df.attrs["next_key"] not in ("", "-1")
+    assert hk_df["timestamp_str"].tolist()[:3] == ["2026-05-15", "2026-05-08", "2026-04-30"]
+    assert hk_df["timestamp"].iloc[2] == 1777478400  # seconds, as the SDK prints it
+    assert hk_df["aggregated_short"].tolist()[2:4] == [51480638, 51888755]
+    assert str(hk_df["aggregated_short"].dtype) == "int64"
+    # Walk to the end: the last page's key is the SDK's "-1" sentinel.
+    key = hk_df.attrs["next_key"]
+    pages = 1
+    while key != "-1":
+        _, hk_df = hook.get_short_interest("HK.00700", next_key=key, num=90)
+        key = hk_df.attrs["next_key"]
+        pages += 1
+    assert pages >= 5
+
+
+def test_sdk_parity_us_and_errors(hook_for: HookFactory) -> None:
+    hook = hook_for()
+    us_df, hk_df = hook.get_short_interest("US.AAPL")
+    assert hk_df.empty and len(us_df) == 30
+    assert list(us_df.columns[:8]) == [
+        "timestamp", "timestamp_str", "shares_short", "short_percent", "avg_daily_share_volume",
+        "days_to_cover", "close_price", "last_close_price",
+    ]  # fmt: skip
+    with pytest.raises(InvalidSymbolError):
+        hook.get_short_interest("US.NOSUCH")
+    with pytest.raises(InvalidParameterError):
+        hook.get_short_interest("US.AAPL", num=0)
+
+
+def test_test_connection(hook_for: HookFactory) -> None:
+    ok, message = hook_for().test_connection()
+    assert ok and "2026-05-15" in message
