@@ -130,6 +130,7 @@ class ShortInterestToParquetOperator(BaseOperator):
             "failed": {},
         }
         written_markets: dict[str, int] = {}
+        touched: set[str] = set()
         started = time.monotonic()
         for start in range(0, len(symbols), self.batch_size):
             batch = symbols[start : start + self.batch_size]
@@ -160,7 +161,8 @@ class ShortInterestToParquetOperator(BaseOperator):
                     )
             finally:
                 # Commit what this batch fetched even when a symbol failed hard: a retry resumes from here.
-                self._commit(lake, tables, summary, written_markets)
+                self._commit(lake, tables, summary, written_markets, touched)
+                summary["partitions_written"] = len(touched)
         summary["rows_written_by_market"] = written_markets
         return summary
 
@@ -184,7 +186,12 @@ class ShortInterestToParquetOperator(BaseOperator):
         return rows_to_table(rows)
 
     def _commit(
-        self, lake: ParquetLake, tables: list[pa.Table], summary: dict[str, Any], by_market: dict[str, int]
+        self,
+        lake: ParquetLake,
+        tables: list[pa.Table],
+        summary: dict[str, Any],
+        by_market: dict[str, int],
+        touched: set[str],
     ) -> None:
         """Upsert one batch, market by market so the asset events can say how many rows each got."""
         import pyarrow.compute as pc
@@ -198,7 +205,7 @@ class ShortInterestToParquetOperator(BaseOperator):
             part = table.filter(pc.starts_with(table.column("symbol"), f"{market}."))
             result = lake.upsert(part)
             summary["rows_written"] += result.rows_written
-            summary["partitions_written"] += len(result.partitions_written)
+            touched.update(result.partitions_written)
             by_market[market] = by_market.get(market, 0) + result.rows_written
             for name, day in result.latest_trade_date.items():
                 summary["latest_trade_date"][name] = max(summary["latest_trade_date"].get(name, ""), day)

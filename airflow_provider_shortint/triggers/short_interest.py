@@ -78,6 +78,10 @@ async def _newest_trade_date(hook: ShortInterestHook, symbol: str) -> dt.date | 
     return day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
 
 
+def _event(payload: dict[str, Any]) -> TriggerEvent:
+    return TriggerEvent(payload)  # type: ignore[no-untyped-call]
+
+
 def _backoff(poke_interval: float, failures: int, max_backoff: float) -> float:
     """``poke_interval`` doubled per consecutive failure, capped at ``max(max_backoff, poke_interval)``."""
     base = max(poke_interval, MIN_POKE_INTERVAL)
@@ -121,7 +125,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         max_backoff: float = 600.0,
         deadline: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.symbol = normalize_symbol(symbol)
         self.after = _iso(after, "after")
         self.shortint_conn_id = str(shortint_conn_id)
@@ -147,9 +151,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         )
 
     def _error(self, message: str, retryable: bool) -> TriggerEvent:
-        return TriggerEvent(
-            {"status": "error", "symbol": self.symbol, "message": message, "retryable": retryable}
-        )
+        return _event({"status": "error", "symbol": self.symbol, "message": message, "retryable": retryable})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         symbol = self.symbol
@@ -166,7 +168,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
             failures = 0
             while True:
                 if self.deadline is not None and time.time() >= self.deadline:
-                    yield TriggerEvent(
+                    yield _event(
                         {
                             "status": "timeout",
                             "symbol": symbol,
@@ -203,7 +205,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
                     failures = 0
                     if newest is not None and (after is None or newest > after):
                         self.log.info("%s: new record %s (after %s)", symbol, newest, self.after)
-                        yield TriggerEvent(
+                        yield _event(
                             {"status": "success", "symbol": symbol, "trade_date": newest.isoformat()}
                         )
                         return
@@ -254,7 +256,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         poke_interval: float = 300.0,
         max_backoff: float = 3600.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if isinstance(symbol, str) and "{{" in symbol:
             raise InvalidParameterError(f"symbol of an event trigger cannot be a template: {symbol!r}")
         self.symbol = normalize_symbol(symbol)
@@ -326,7 +328,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
                 except NON_RETRYABLE_ERRORS as err:
                     delay = max(self.max_backoff, self.poke_interval, MIN_POKE_INTERVAL)
                     self.log.error("%s: %s; polling again in %.0f s", symbol, _message(err), delay)
-                except (*TRANSIENT_ERRORS, Exception) as err:
+                except Exception as err:  # transient API errors and anything unexpected: retry
                     failures += 1
                     delay = _backoff(self.poke_interval, failures, self.max_backoff)
                     self.log.warning(
@@ -355,7 +357,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
                         }
                         last = self.last_reported = newest
                         await self._save_state(newest)
-                        yield TriggerEvent(payload)
+                        yield _event(payload)
                 await asyncio.sleep(delay)
         finally:
             hook.close()

@@ -1,0 +1,215 @@
+"""ShortInterestNewRecordSensor: wait until the API has a record newer than a date (or than the lake)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+)
+
+from airflow_provider_shortint.exceptions import ShortInterestError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+
+
+def _is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+class ShortInterestNewRecordSensor(BaseSensorOperator):
+    """Done when ``symbol``'s newest record has ``trade_date > after``; pushes its symbol and date.
+
+    The reference date is ``after`` if given; else, with ``lake_path``, the latest ``trade_date`` the lake
+    holds for ``symbol`` (read at every poke; nothing stored means any record counts); else any record
+    counts. Each poke is one request (``count=1``).
+
+    XCom (``return_value``), only when done: ``{"symbol": "HK.00700", "trade_date": "2026-05-22"}``.
+
+    Failure policy:
+
+    * malformed ``symbol``/``after`` (-3), unknown symbol (-7), unsupported market/security (-8), refused
+      token (401/403): ``AirflowFailException`` at once, no task retries (malformed input: no request);
+    * no data (-10): not done, keep waiting;
+    * -5, HTTP 429/5xx, timeouts, garbled bodies: one warning line, not done (the next poke is the retry).
+      In deferrable mode the trigger gives up after ``max_failures`` consecutive failed polls
+      (``AirflowException``, so the task's ``retries`` apply).
+
+    :param symbol: "HK.00700" or "US.AAPL" (templated)
+    :param after: ISO date ``YYYY-MM-DD`` (templated); None: use the lake, or accept any record
+    :param lake_path: lake to read the reference date from when ``after`` is None (templated)
+    :param shortint_conn_id: connection id
+    :param deferrable: wait in the triggerer (``ShortInterestNewRecordTrigger``) instead of a worker
+    :param max_failures: deferrable mode: consecutive failed polls before the task fails
+    """
+
+    template_fields: Sequence[str] = ("symbol", "after", "lake_path")
+    ui_color = "#d9ecf2"
+
+    _hook: ShortInterestHook | None = None
+    _reference: dt.date | None = None
+
+    #: Attempts per poke beyond the first: small, since the next poke is a retry anyway.
+    poke_max_retries = 1
+
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        after: str | dt.date | None = None,
+        lake_path: str | os.PathLike[str] | None = None,
+        shortint_conn_id: str = "shortint_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_failures: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.symbol = symbol
+        self.after = after
+        self.lake_path = lake_path
+        self.shortint_conn_id = shortint_conn_id
+        self.deferrable = deferrable
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+            raise ValueError(f"max_failures must be an integer >= 1, got {max_failures!r}")
+        self.max_failures = max_failures
+        # Static (non-templated) values are checked now, so a typo fails the DAG import, not a run.
+        from airflow_provider_shortint.hooks.short_interest import to_date
+        from airflow_provider_shortint.symbols import normalize_symbol
+
+        if isinstance(symbol, str) and not _is_template(symbol):
+            normalize_symbol(symbol)
+        if after is not None and not _is_template(after):
+            to_date(after, "after")
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def _get_hook(self) -> ShortInterestHook:
+        hook = self._hook
+        if hook is None:
+            from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+
+            hook = ShortInterestHook(
+                shortint_conn_id=self.shortint_conn_id, max_retries=self.poke_max_retries
+            )
+            self._hook = hook
+        return hook
+
+    def _close_hook(self) -> None:
+        hook = self._hook
+        if hook is not None:
+            hook.close()
+            self._hook = None
+
+    def _validated_input(self) -> tuple[str, dt.date | None]:
+        """Canonical symbol and ``after`` as a date; bad input fails the task without a request."""
+        from airflow_provider_shortint.hooks.short_interest import to_date
+        from airflow_provider_shortint.symbols import normalize_symbol
+
+        try:
+            return normalize_symbol(self.symbol), to_date(self.after, "after")
+        except ShortInterestError as err:
+            raise AirflowFailException(f"{self.task_id}: {err.message}") from None
+
+    def _reference_date(self, symbol: str, after: dt.date | None) -> dt.date | None:
+        if after is not None or not self.lake_path:
+            return after
+        from airflow_provider_shortint.lake import open_lake
+
+        try:
+            lake = open_lake(self.lake_path)
+        except ShortInterestError as err:  # e.g. a relative path: bad input, not worth a retry
+            raise AirflowFailException(f"{self.task_id}: {err.message}") from None
+        stored: dt.date | None = lake.latest_dates([symbol]).get(symbol)
+        return stored
+
+    # -- sensor -------------------------------------------------------------------------------------------
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        symbol, after = self._validated_input()
+        reference = self._reference_date(symbol, after)
+        self._reference = reference
+        try:
+            latest = self._get_hook().get_latest(symbol)
+        except ShortInterestError as err:
+            from airflow_provider_shortint.triggers.short_interest import NON_RETRYABLE_ERRORS
+
+            if isinstance(err, NON_RETRYABLE_ERRORS):
+                raise AirflowFailException(f"{self.task_id}: {err.message}") from None
+            self.log.warning(
+                "%s: poke failed, the next poke retries: %s", symbol, " ".join(err.message.split())
+            )
+            return PokeReturnValue(False)
+        if latest is None:
+            self.log.info("%s: the API has no short interest data yet; waiting", symbol)
+            return PokeReturnValue(False)
+        newest: dt.date = latest["trade_date"]
+        if reference is None or newest > reference:
+            self.log.info("%s: new record %s (reference %s)", symbol, newest, reference or "none")
+            return PokeReturnValue(True, {"symbol": symbol, "trade_date": newest.isoformat()})
+        self.log.info("%s: newest record %s, waiting for one after %s", symbol, newest, reference)
+        return PokeReturnValue(False)
+
+    def execute(self, context: Context) -> Any:
+        try:
+            if not self.deferrable:
+                return super().execute(context)
+            first = self._first_poke(context)
+        finally:
+            self._close_hook()
+        if first.is_done:
+            return first.xcom_value
+        from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
+
+        reference = self._reference
+        symbol, _ = self._validated_input()
+        self.log.info("%s: deferring; the triggerer polls every %s s", symbol, self.poke_interval)
+        self.defer(
+            trigger=ShortInterestNewRecordTrigger(
+                symbol=symbol,
+                after=None if reference is None else reference.isoformat(),
+                shortint_conn_id=self.shortint_conn_id,
+                poke_interval=float(self.poke_interval),
+                max_failures=self.max_failures,
+                deadline=time.time() + float(self.timeout),
+            ),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=self.timeout),
+        )
+
+    def _first_poke(self, context: Context) -> PokeReturnValue:
+        """The poke before deferring, with the same soft_fail/never_fail handling as a sensor poke."""
+        try:
+            return self.poke(context)
+        except (AirflowFailException, AirflowSensorTimeout) as err:
+            if self.soft_fail:
+                raise AirflowSkipException("Skipping due to soft_fail is set to True.") from err
+            if self.never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
+            raise
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, str]:
+        """Resume after the trigger fired: the same XCom as a poke, or the trigger's error."""
+        if not isinstance(event, dict):
+            raise AirflowException(f"{self.task_id}: the trigger returned no event ({event!r})")
+        status = event.get("status")
+        if status == "success":
+            self.log.info("%s: new record %s", event.get("symbol"), event.get("trade_date"))
+            return {"symbol": str(event["symbol"]), "trade_date": str(event["trade_date"])}
+        message = str(event.get("message") or f"the trigger ended with status {status!r}")
+        if status == "timeout":
+            raise AirflowSensorTimeout(message)
+        if event.get("retryable") is False:
+            raise AirflowFailException(message)
+        raise AirflowException(message)

@@ -1,0 +1,55 @@
+"""``python -m bench [--quick] [NAME...]``: run the benchmarks and print one table per benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+import traceback
+
+from bench._util import Report
+
+BENCHMARKS = (
+    "ratelimit_efficiency",
+    "request_economy",
+    "write_path",
+    "parse_path",
+    "import_cost",
+    "client_overhead",
+)
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    names = [arg for arg in argv if not arg.startswith("-")] or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    print(
+        f"# python {platform.python_version()} on {platform.machine()}, "
+        f"{__import__('os').cpu_count()} CPUs{' (quick)' if quick else ''}",
+        flush=True,
+    )
+    outcome: dict[str, str] = {}
+    started = time.perf_counter()
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        begin = time.perf_counter()
+        try:
+            report: Report = module.run(quick=quick)
+        except Exception:
+            traceback.print_exc()
+            outcome[name] = "ERROR"
+            continue
+        report.seconds = time.perf_counter() - begin
+        outcome[name] = "PASS" if report.passed else "MISS"
+        print(report.render(), "\n", flush=True)
+    summary = ", ".join(f"{name} {result}" for name, result in outcome.items())
+    print(f"# {summary} ({time.perf_counter() - started:.0f} s total)")
+    return 1 if "ERROR" in outcome.values() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

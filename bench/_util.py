@@ -1,0 +1,227 @@
+"""Small helpers shared by the benchmarks: timing, medians, peak memory, result tables, sandbox setup.
+
+Peak memory is measured in a fresh subprocess per variant (see :func:`peak_memory`): Python-side peak
+from ``tracemalloc``, Arrow-side peak from ``pyarrow.default_memory_pool().max_memory()`` (a fresh pool
+per process, so its high-water mark belongs to the measured step alone), and the process's
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` minus its resident size just before the step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- timing ----------------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds one call of ``fn`` took, and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def interleaved(
+    variants: dict[str, Callable[[], Any]],
+    repeat: int,
+    setup: Callable[[str, int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Time every variant ``repeat`` times, alternating A, B, A, B... (noise hits both alike).
+
+    ``setup(name, i)`` runs untimed before each call (e.g. a fresh output directory).
+    """
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(repeat):
+        order = list(variants) if i % 2 == 0 else list(reversed(variants))
+        for name in order:
+            if setup is not None:
+                setup(name, i)
+            seconds, _ = timed(variants[name])
+            times[name].append(seconds)
+    return times
+
+
+# -- peak memory -----------------------------------------------------------------------------------------
+
+
+def current_rss() -> int:
+    """Resident set size of this process now, in bytes (Linux /proc)."""
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def measure_peak() -> Iterator[dict[str, int]]:
+    """Peak memory of the block; only meaningful in a process that runs nothing else (a subprocess)."""
+    import resource
+    import tracemalloc
+
+    import pyarrow as pa
+
+    out: dict[str, int] = {}
+    rss_before = current_rss()
+    tracemalloc.start()
+    try:
+        yield out
+    finally:
+        _, python_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out["python_peak"] = python_peak
+        out["arrow_peak"] = pa.default_memory_pool().max_memory() or 0
+        out["rss_growth"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before, 0)
+
+
+def peak_memory(module: str, *args: str, timeout: float = 300) -> dict[str, int]:
+    """Run ``python -m MODULE --memory ARGS...`` in a fresh process; it prints one JSON dict last."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--memory", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=quiet_env(),
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} --memory {args} failed:\n{result.stderr[-3000:]}")
+    parsed: dict[str, int] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+# -- environment -----------------------------------------------------------------------------------------
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: a throw-away AIRFLOW_HOME unless one is set, quiet logging."""
+    env = dict(os.environ)
+    env.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "shortint-bench-airflow"))
+    env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def quiet_logs() -> None:
+    """Keep per-symbol INFO lines of the operator, hook and lake out of the benchmark tables."""
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("airflow", "airflow.task", "airflow_provider_shortint", "airflow.task.operators"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import structlog
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    except Exception:  # structlog absent or already frozen: logs are only noise, not an error
+        pass
+
+
+def register_connection(conn_id: str, url: str, **extra: Any) -> str:
+    """An Airflow connection through AIRFLOW_CONN_<ID> (the form tests/conftest.py uses)."""
+    conn = {"conn_type": "shortint", "host": url, "extra": {"backoff_base": 0.05, **extra}}
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    return conn_id
+
+
+# -- result tables ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a result table: a measured figure, what it is compared against, and the goal."""
+
+    metric: str
+    measured: str
+    baseline: str = ""
+    ratio: str = ""
+    goal: str = ""
+    ok: bool | None = None  # None: informational
+
+    @property
+    def status(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+@dataclass
+class Report:
+    name: str
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, *args: Any, **kwargs: Any) -> Row:
+        row = Row(*args, **kwargs)
+        self.rows.append(row)
+        return row
+
+    @property
+    def passed(self) -> bool:
+        return all(row.ok is not False for row in self.rows)
+
+    def render(self) -> str:
+        header = ("metric", "measured", "baseline", "ratio", "goal", "")
+        cells = [header] + [
+            (r.metric, r.measured, r.baseline, r.ratio, r.goal, r.status) for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        lines = [f"== {self.name}: {self.title} ({self.seconds:.0f} s)"]
+        for row in cells:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        lines.extend(f"   {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.2f} ms" if seconds < 0.1 else f"{seconds * 1000:,.0f} ms"
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+# -- the operator's work path ----------------------------------------------------------------------------
+
+
+def run_operator(
+    conn_id: str, lake_path: str, symbols: list[str], mode: str, page_size: int = 90
+) -> dict[str, Any]:
+    """``ShortInterestToParquetOperator._run`` (what ``execute`` does after validation) on a local lake."""
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+    from airflow_provider_shortint.lake import open_lake
+    from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
+
+    operator = ShortInterestToParquetOperator(
+        task_id="bench",
+        symbols=symbols,
+        lake_path=lake_path,
+        mode=mode,
+        page_size=page_size,
+        shortint_conn_id=conn_id,
+    )
+    hook = ShortInterestHook(shortint_conn_id=conn_id)
+    try:
+        summary: dict[str, Any] = operator._run(hook, open_lake(lake_path), symbols, None)
+    finally:
+        hook.close()
+    summary["hook_requests"] = hook.requests_made
+    return summary

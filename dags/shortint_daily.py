@@ -1,0 +1,98 @@
+"""shortint_daily: per market, wait for a new trading date, then load what the lake lacks.
+
+For HK and US independently (one task group each):
+
+1. ``wait_for_new_record``: a deferrable ``ShortInterestNewRecordSensor`` on the market's bellwether
+   (HK.00700, US.AAPL). With ``lake_path`` it waits for a record newer than the lake holds for that
+   symbol; it waits in the triggerer, holding no worker slot. HK publishes weekly and US twice a month,
+   so on most days nothing comes: after ``SENSOR_TIMEOUT`` the sensor is skipped (``soft_fail``) and so
+   is the load.
+2. ``load_incremental``: ``ShortInterestToParquetOperator(mode="incremental")`` on the market's
+   universe, in the ``shortint_api`` pool. It emits an asset event on that market's lake Asset, which
+   schedules ``shortint_report``.
+
+Universe of a market, first found wins: the DAG param ``hk_symbols`` / ``us_symbols`` (list or
+comma-separated string), the Airflow Variable ``shortint_hk_universe`` / ``shortint_us_universe``
+(comma-separated), the default list in ``_shortint_common.py``. The lake is ``$SHORTINT_LAKE_PATH``
+(default ``{AIRFLOW_HOME}/shortint_lake``), fixed at parse time because it names the Assets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from _shortint_common import (
+    API_POOL,
+    BELLWETHER,
+    CONN_ID,
+    DEFAULT_LAKE_PATH,
+    DEFAULT_UNIVERSE,
+    MARKETS,
+    UNIVERSE_VARIABLE,
+)
+from airflow.sdk import DAG, Param, TaskGroup
+
+from airflow_provider_shortint.assets import lake_assets
+from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
+from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor
+
+#: How long a run waits for a new record before giving up for the day (the task is then skipped).
+SENSOR_TIMEOUT = dt.timedelta(hours=6)
+#: How often the triggerer asks the API (one request per poll, out of the shared budget).
+POKE_INTERVAL = dt.timedelta(minutes=15)
+
+
+def universe_template(market: str) -> str:
+    """Jinja for the market's symbols: DAG param, else Airflow Variable, else the default list.
+
+    Rendered at run time only: parsing the file reads no Variable.
+    """
+    param = f"{market.lower()}_symbols"
+    default = ",".join(DEFAULT_UNIVERSE[market])
+    return f"{{{{ params.{param} or var.value.get('{UNIVERSE_VARIABLE[market]}', '{default}') }}}}"
+
+
+with DAG(
+    dag_id="shortint_daily",
+    # Weekdays after the US close; HK data of the day is out long before.
+    schedule="30 22 * * 1-5",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["shortint", "example"],
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    params={
+        f"{market.lower()}_symbols": Param(
+            None,
+            type=["null", "string", "array"],
+            description=f"{market} universe for this run; empty: Variable {UNIVERSE_VARIABLE[market]}, "
+            f"else the default ({len(DEFAULT_UNIVERSE[market])} symbols).",
+        )
+        for market in MARKETS
+    },
+) as shortint_daily:
+    assets = lake_assets(DEFAULT_LAKE_PATH)
+    for market in MARKETS:
+        with TaskGroup(group_id=market.lower(), tooltip=f"{market}: new trading date -> incremental load"):
+            wait = ShortInterestNewRecordSensor(
+                task_id="wait_for_new_record",
+                symbol=BELLWETHER[market],
+                lake_path=DEFAULT_LAKE_PATH,
+                shortint_conn_id=CONN_ID,
+                deferrable=True,
+                poke_interval=POKE_INTERVAL.total_seconds(),
+                timeout=SENSOR_TIMEOUT.total_seconds(),
+                soft_fail=True,
+            )
+            load = ShortInterestToParquetOperator(
+                task_id="load_incremental",
+                symbols=universe_template(market),
+                lake_path=DEFAULT_LAKE_PATH,
+                mode="incremental",
+                shortint_conn_id=CONN_ID,
+                pool=API_POOL,
+                # Only this market's Asset: an HK load must not announce new US data.
+                outlets=[assets[market]],
+            )
+            wait >> load

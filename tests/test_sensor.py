@@ -1,0 +1,385 @@
+"""ShortInterestNewRecordSensor: pokes against a real sandbox, deferral, and runs under real Airflow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import PokeReturnValue
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
+
+from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
+from airflow_provider_shortint.sandbox import SandboxServer
+from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor
+from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
+from tests.conftest import VENV_BIN, AirflowHome, conn_uri
+
+TOKEN = "s3cr3t-token"
+CTX: Any = {}  # the sensor reads nothing from the context
+_ids = iter(range(1_000_000))
+
+
+def sensor(**kwargs: Any) -> ShortInterestNewRecordSensor:
+    kwargs.setdefault("task_id", f"wait_{next(_ids)}")
+    kwargs.setdefault("symbol", "HK.00700")
+    return ShortInterestNewRecordSensor(**kwargs)
+
+
+def poke(s: ShortInterestNewRecordSensor) -> PokeReturnValue:
+    result = s.poke(CTX)
+    assert isinstance(result, PokeReturnValue)
+    return result
+
+
+@pytest.fixture
+def api(sandbox: SandboxServer, use_conn: Callable[..., str]) -> SandboxServer:
+    use_conn(sandbox.url)
+    return sandbox
+
+
+def write_lake(path: Path, symbol: str, *days: dt.date) -> None:
+    from airflow_provider_shortint.lake import open_lake
+    from airflow_provider_shortint.records import rows_to_table
+
+    rows = [{"symbol": symbol, "trade_date": day, "close_price": 1.0} for day in days]
+    open_lake(str(path)).upsert(rows_to_table(rows))
+
+
+# -- static checks -------------------------------------------------------------------------------------------
+
+
+def test_signature_and_template_fields() -> None:
+    s = sensor(symbol="HK.00700")
+    assert s.template_fields == ("symbol", "after", "lake_path")
+    assert s.shortint_conn_id == "shortint_default"
+    assert s.after is None and s.lake_path is None
+    assert s.deferrable is False
+    assert s.mode == "poke"
+
+
+def test_static_bad_input_fails_at_dag_parse() -> None:
+    with pytest.raises(InvalidParameterError, match="malformed symbol"):
+        sensor(symbol="HK.ABC")
+    with pytest.raises(UnsupportedSecurityError):
+        sensor(symbol="SZ.000001")
+    with pytest.raises(InvalidParameterError, match="ISO date"):
+        sensor(after="15/05/2026")
+    # Templates are checked at run time, once rendered.
+    sensor(symbol="{{ params.symbol }}", after="{{ ds }}")
+
+
+# -- pokes ---------------------------------------------------------------------------------------------------
+
+
+def test_poke_not_done_when_nothing_newer(api: SandboxServer) -> None:
+    result = poke(sensor(after="2026-05-15"))
+    assert result.is_done is False
+    assert result.xcom_value is None
+    assert api.stats()["requests"] == 1
+
+
+def test_poke_done_pushes_canonical_symbol_and_date(api: SandboxServer) -> None:
+    result = poke(sensor(symbol=" hk.700 ", after="2026-05-08"))
+    assert result.is_done is True
+    assert result.xcom_value == {"symbol": "HK.00700", "trade_date": "2026-05-15"}
+    assert api.stats()["requests"] == 1
+
+
+def test_poke_without_reference_accepts_any_record(api: SandboxServer) -> None:
+    assert poke(sensor(symbol="US.AAPL")).xcom_value == {"symbol": "US.AAPL", "trade_date": "2026-05-15"}
+
+
+def test_lake_reference(api: SandboxServer, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    write_lake(lake, "HK.00700", dt.date(2026, 5, 8), dt.date(2026, 5, 15))
+    write_lake(lake, "HK.00005", dt.date(2026, 5, 22))  # another symbol's date does not count
+    s = sensor(lake_path=str(lake))
+    assert poke(s).is_done is False
+    assert api.publish("HK") == dt.date(2026, 5, 22)
+    result = poke(s)
+    assert result.is_done is True
+    assert result.xcom_value == {"symbol": "HK.00700", "trade_date": "2026-05-22"}
+    # An explicit `after` wins over the lake.
+    assert poke(sensor(lake_path=str(lake), after="2026-05-22")).is_done is False
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "other_symbol"])
+def test_lake_without_the_symbol_accepts_any_record(api: SandboxServer, tmp_path: Path, layout: str) -> None:
+    lake = tmp_path / "lake"
+    if layout == "empty":
+        lake.mkdir()
+    elif layout == "other_symbol":
+        write_lake(lake, "HK.00005", dt.date(2026, 5, 15))
+    result = poke(sensor(lake_path=str(lake)))
+    assert result.xcom_value == {"symbol": "HK.00700", "trade_date": "2026-05-15"}
+
+
+@pytest.mark.parametrize(("symbol", "code"), [("HK.99999", "-7"), ("US.NOSUCH", "-7"), ("HK.99998", "-8")])
+def test_api_rejections_fail_at_once(api: SandboxServer, symbol: str, code: str) -> None:
+    with pytest.raises(AirflowFailException, match=code):
+        poke(sensor(symbol=symbol))
+    assert api.stats()["requests"] == 1  # no retry
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("symbol", "HK.ABC", "malformed symbol"),
+        ("symbol", "", "malformed symbol"),
+        ("symbol", "SH.600000", "unsupported market"),
+        ("after", "2026-13-01", "ISO date"),
+        ("after", "yesterday", "ISO date"),
+    ],
+)
+def test_bad_rendered_input_fails_without_request(
+    api: SandboxServer, tmp_path: Path, field: str, value: str, match: str
+) -> None:
+    s = sensor(symbol="{{ params.symbol }}", after="{{ params.after }}", lake_path=str(tmp_path / "lake"))
+    s.symbol, s.after = "HK.00700", None
+    setattr(s, field, value)  # as if the template rendered to it
+    with pytest.raises(AirflowFailException, match=match):
+        poke(s)
+    assert api.stats()["requests"] == 0
+
+
+def test_bad_lake_path_fails_without_request(api: SandboxServer) -> None:
+    with pytest.raises(AirflowFailException, match="lake"):
+        poke(sensor(lake_path="relative/lake"))
+    assert api.stats()["requests"] == 0
+
+
+def test_no_data_is_not_done(api: SandboxServer) -> None:
+    assert poke(sensor(symbol="HK.99997")).is_done is False
+
+
+def test_flaky_api_is_not_done_and_token_stays_secret(
+    sandbox: SandboxServer,
+    use_conn: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    sandbox.configure(http5xx_rate=1.0, token=TOKEN)
+    use_conn(sandbox.url, password=TOKEN)
+    caplog.set_level(logging.DEBUG)
+    s = sensor(after="2026-05-08")
+    result = poke(s)
+    assert result.is_done is False
+    assert sandbox.stats()["requests"] == 2  # one retry inside the poke, then the next poke retries
+    sandbox.configure(internal_error_rate=1.0, http5xx_rate=0.0)
+    assert poke(s).is_done is False
+    sandbox.configure(internal_error_rate=0.0)
+    assert poke(s).xcom_value == {"symbol": "HK.00700", "trade_date": "2026-05-15"}
+    out, err = capfd.readouterr()
+    logged = caplog.text + out + err
+    assert "poke failed" in logged
+    assert TOKEN not in logged
+
+
+def test_poke_mode_execute_waits_for_publish(api: SandboxServer) -> None:
+    s = sensor(after="2026-05-15", poke_interval=0.2, timeout=20)
+    timer = threading.Timer(0.5, api.publish, args=("HK",))
+    timer.start()
+    try:
+        assert s.execute(CTX) == {"symbol": "HK.00700", "trade_date": "2026-05-22"}
+    finally:
+        timer.cancel()
+    assert api.stats()["requests"] >= 3
+
+
+def test_poke_mode_timeout(api: SandboxServer) -> None:
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(after="2026-05-15", poke_interval=0.1, timeout=0.3).execute(CTX)
+
+
+def test_soft_fail_skips_on_rejection(api: SandboxServer) -> None:
+    with pytest.raises(AirflowSkipException):
+        sensor(symbol="HK.99999", soft_fail=True, deferrable=True).execute(CTX)
+
+
+# -- deferrable ----------------------------------------------------------------------------------------------
+
+
+def test_deferrable_returns_at_once_when_new(api: SandboxServer) -> None:
+    s = sensor(after="2026-05-08", deferrable=True)
+    assert s.execute(CTX) == {"symbol": "HK.00700", "trade_date": "2026-05-15"}
+
+
+def test_deferrable_defers_with_plain_trigger_kwargs(
+    sandbox: SandboxServer, use_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    sandbox.configure(token=TOKEN)
+    use_conn(sandbox.url, conn_id="shortint_other", password=TOKEN)
+    lake = tmp_path / "lake"
+    write_lake(lake, "HK.00700", dt.date(2026, 5, 15))
+    s = sensor(
+        symbol="hk.700",
+        lake_path=str(lake),
+        shortint_conn_id="shortint_other",
+        deferrable=True,
+        poke_interval=7,
+        timeout=3600,
+        max_failures=3,
+    )
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(CTX)
+    deferred = info.value
+    assert deferred.method_name == "execute_complete"
+    assert deferred.timeout == dt.timedelta(seconds=3600)
+    trigger = deferred.trigger
+    assert isinstance(trigger, ShortInterestNewRecordTrigger)
+    _, kwargs = trigger.serialize()
+    deadline = kwargs.pop("deadline")
+    assert before + 3600 <= deadline <= time.time() + 3600
+    assert kwargs == {
+        "symbol": "HK.00700",
+        "after": "2026-05-15",  # resolved from the lake before deferring
+        "shortint_conn_id": "shortint_other",
+        "poke_interval": 7.0,
+        "max_failures": 3,
+        "max_backoff": 600.0,
+    }
+    assert TOKEN not in repr(trigger) + json.dumps(kwargs)
+    assert sandbox.stats()["requests"] == 1  # poked once before deferring
+
+
+def test_execute_complete() -> None:
+    s = sensor()
+    ok = {"status": "success", "symbol": "HK.00700", "trade_date": "2026-05-22"}
+    assert s.execute_complete(CTX, ok) == {"symbol": "HK.00700", "trade_date": "2026-05-22"}
+    with pytest.raises(AirflowException, match="5 consecutive") as transient:
+        s.execute_complete(CTX, {"status": "error", "message": "5 consecutive polls", "retryable": True})
+    assert not isinstance(transient.value, AirflowFailException)  # task retries apply
+    with pytest.raises(AirflowFailException, match="-7"):
+        s.execute_complete(CTX, {"status": "error", "message": "(ret_code -7)", "retryable": False})
+    with pytest.raises(AirflowSensorTimeout):
+        s.execute_complete(CTX, {"status": "timeout", "message": "too late"})
+    with pytest.raises(AirflowException):
+        s.execute_complete(CTX, None)
+
+
+def test_deferral_timeout_ends_as_sensor_timeout() -> None:
+    """What the worker does when the scheduler times out the deferred task (trigger_timeout passed)."""
+    from airflow.sdk.bases.operator import TriggerFailureReason
+
+    s = sensor(deferrable=True)
+    with pytest.raises(AirflowSensorTimeout):
+        s.resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, CTX)
+    with pytest.raises(AirflowSkipException):
+        sensor(deferrable=True, soft_fail=True).resume_execution(
+            "__fail__",
+            {"error": TriggerFailureReason.TRIGGER_TIMEOUT},
+            CTX,
+        )
+
+
+# -- under real Airflow (`airflow dags test` in a subprocess) ------------------------------------------------
+
+DAG_SOURCE = """
+import datetime
+import json
+import pathlib
+
+from airflow.sdk import DAG, task
+from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor
+
+with DAG(
+    "shortint_sensor_e2e",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1),
+    params={{"after": "2026-05-15"}},
+) as dag:
+    wait_us = ShortInterestNewRecordSensor(
+        task_id="wait_us", symbol="US.AAPL", after="{{{{ params.after }}}}",
+        mode="reschedule", poke_interval=1, timeout=120,
+    )
+    wait_hk = ShortInterestNewRecordSensor(
+        task_id="wait_hk", symbol="hk.700", after="{{{{ params.after }}}}",
+        deferrable=True, poke_interval=0.5, timeout=120,
+    )
+
+    @task
+    def report(ti=None):
+        pulled = {{t: ti.xcom_pull(task_ids=t) for t in ("wait_us", "wait_hk")}}
+        pathlib.Path({out!r}).write_text(json.dumps(pulled))
+
+    wait_us >> wait_hk >> report()
+"""
+
+
+def test_reschedule_and_deferrable_under_airflow(
+    sandbox: SandboxServer, airflow_home: AirflowHome, tmp_path: Path
+) -> None:
+    out = tmp_path / "xcom.json"
+    airflow_home.add_dag(DAG_SOURCE.format(out=str(out)), "shortint_sensor_e2e.py")
+    sandbox.configure(token=TOKEN)
+    env = {**airflow_home.env, "AIRFLOW_CONN_SHORTINT_DEFAULT": conn_uri(sandbox.url, password=TOKEN)}
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "airflow"), "dags", "test", "shortint_sensor_e2e"],
+        env=env,
+        cwd=airflow_home.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: dict[str, int] = {}
+
+    def count(symbol: str) -> int:
+        return int(sandbox.stats()["by_symbol"].get(symbol, 0))
+
+    def wait_for(condition: Callable[[], bool], limit: float = 90) -> None:
+        end = time.monotonic() + limit
+        while not condition():
+            if proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError("condition not reached")
+            time.sleep(0.05)
+
+    try:
+        # The reschedule sensor pokes, gives its slot back, pokes again: then the US record appears.
+        wait_for(lambda: count("US.AAPL") >= 2)
+        seen["us_before"] = count("US.AAPL")
+        us_day = sandbox.publish("US")
+        # The deferrable sensor pokes once, defers; the trigger keeps polling while the task is deferred.
+        wait_for(lambda: count("HK.00700") >= 3)
+        seen["hk_before"] = count("HK.00700")
+        hk_day = sandbox.publish("HK")
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output[-4000:]
+    assert json.loads(out.read_text()) == {
+        "wait_us": {"symbol": "US.AAPL", "trade_date": us_day.isoformat()},
+        "wait_hk": {"symbol": "HK.00700", "trade_date": hk_day.isoformat()},
+    }
+    assert "running trigger in line" in output
+    assert seen["hk_before"] >= 3  # 1 poke before deferring + at least 2 polls by the trigger
+    assert TOKEN not in output
+    with sqlite3.connect(airflow_home.root / "airflow.db") as db:
+        reschedules = db.execute(
+            "SELECT count(*) FROM task_reschedule r JOIN task_instance t ON r.ti_id = t.id "
+            "WHERE t.dag_id = 'shortint_sensor_e2e' AND t.task_id = 'wait_us'"
+        ).fetchone()[0]
+        states = dict(
+            db.execute(
+                "SELECT task_id, state FROM task_instance WHERE dag_id = 'shortint_sensor_e2e'"
+            ).fetchall()
+        )
+    assert reschedules >= 1
+    assert states == {"wait_us": "success", "wait_hk": "success", "report": "success"}
