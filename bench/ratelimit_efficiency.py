@@ -66,6 +66,10 @@ def run(quick: bool = False) -> Report:
         conn_id = register_connection(
             "shortint_bench_rl", server.url, rate_limit_calls=CALLS, rate_limit_period=PERIOD
         )
+        # Warm-up (not measured): the first symbol of a process pays one-off imports (pyarrow ~1-3 s
+        # here), which would otherwise stretch the first window. Then let the window drain.
+        run_operator(conn_id, f"{lake}/warmup", ["HK.00700"], "full", PAGE_SIZE)
+        time.sleep(PERIOD * 1.2)
         server.reset_stats()
         started = time.perf_counter()
         summary = run_operator(conn_id, lake, symbols, "full", PAGE_SIZE)
@@ -77,7 +81,8 @@ def run(quick: bool = False) -> Report:
     gaps = [stamps[i] - stamps[i - CALLS] for i in range(CALLS, n)]
     mean_gap = sum(gaps) / len(gaps)
     steady = PERIOD / mean_gap
-    whole = n / ((stamps[-1] - stamps[0]) / PERIOD + 1) / CALLS
+    span = stamps[-1] - stamps[0]
+    ideal_span = (math.ceil(n / CALLS) - 1) * PERIOD
     peak = max_in_window(stamps, PERIOD)
     n429 = int(stats["by_status"].get("429", 0))
 
@@ -101,10 +106,10 @@ def run(quick: bool = False) -> Report:
         f"{PERIOD * 1000:,.0f} ms",
     )
     report.add(
-        "whole run incl. first burst",
-        f"{n} req in {stamps[-1] - stamps[0]:.1f} s",
-        "",
-        f"{whole:.3f}",
+        "whole run: first to last request",
+        f"{span:.2f} s",
+        f"{ideal_span:.2f} s ideal",
+        f"{ideal_span / span:.3f}",
         "(info)",
     )
     report.add("max admitted in any window", str(peak), f"{CALLS} allowed", "", f"<= {CALLS}", peak <= CALLS)

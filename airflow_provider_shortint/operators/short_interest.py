@@ -212,10 +212,10 @@ class ShortInterestToParquetOperator(BaseOperator):
 
     def _annotate_assets(self, context: Context, summary: dict[str, Any]) -> None:
         """Attach rows written and the latest trade date to this run's asset events."""
-        if not self.outlets:
+        events = context.get("outlet_events")
+        if not self.outlets or events is None:
             return
         assets = lake_assets(self.lake_path)
-        events = context["outlet_events"]
         for market, asset in assets.items():
             if asset in self.outlets:
                 extra = events[asset].extra

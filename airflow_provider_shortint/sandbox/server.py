@@ -461,7 +461,8 @@ class SandboxServer:
             bad_gateway = self._rng.choice((500, 502, 503))
             fired = {kind for kind, draw in draws.items() if draw < getattr(config, f"{kind}_rate")}
             if "http429" in fired:
-                self._window.remove(now)  # an injected 429 does not use up a slot
+                if config.rate_limit_calls > 0:  # an injected 429 does not use up a slot
+                    self._window.pop()  # the slot _admit_locked just appended (under the same lock)
                 self._faults["http429"] += 1
                 return _gateway_error(
                     429, "rate_limited", "rate limit exceeded (injected fault)", [("Retry-After", "1")]
