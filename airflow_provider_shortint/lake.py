@@ -135,7 +135,10 @@ def _resolve_text(text: str) -> _LocalStore | _RemoteStore:
     if not _SCHEME.fullmatch(scheme):
         raise _bad(f"lake_path {_describe(text)} has a malformed URL scheme")
     scheme = scheme.lower()
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise _bad(f"lake_path {_describe(text)} is not a valid URL") from None
     if scheme in _LOCAL_SCHEMES:
         if parts.netloc not in ("", "localhost"):
             raise _bad(

@@ -77,7 +77,10 @@ def lake_schema() -> pa.Schema:
 
 
 def _fail(symbol: str, reason: str, value: object) -> ShortInterestResponseError:
-    excerpt = repr(value)
+    try:
+        excerpt = repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr
+        excerpt = f"<{type(value).__name__} too large to show>"
     if len(excerpt) > 80:
         excerpt = excerpt[:77] + "..."
     return ShortInterestResponseError(f"malformed item for {symbol}: {reason} (got {excerpt})", symbol=symbol)
@@ -100,11 +103,11 @@ def _to_int(symbol: str, field: str, value: object) -> int | None:
 def _to_float(symbol: str, field: str, value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
             number = float(value)
+        except OverflowError:  # an int beyond float range, e.g. a JSON number with 400 digits
+            raise _fail(symbol, f"{field} is not finite", value) from None
         except ValueError:
             raise _fail(symbol, f"{field} is not a number", value) from None
     else:

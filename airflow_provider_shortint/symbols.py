@@ -15,6 +15,12 @@ _HK_CODE = re.compile(r"[0-9]{1,5}")
 _US_TICKER = re.compile(r"[A-Z][A-Z0-9.\-]{0,9}")
 _OTHER_MARKET = re.compile(r"[A-Z]{2,4}")
 _OTHER_CODE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
+MAX_PROBLEMS_SHOWN = 10  # an error about 5 000 bad symbols names the first ten
+
+
+def _shown(symbol: str) -> str:
+    """``repr`` of a user's symbol for an error message, cut to 40 characters."""
+    return repr(symbol) if len(symbol) <= 40 else repr(symbol[:40]) + "..."
 
 
 def normalize_symbol(symbol: object) -> str:
@@ -27,27 +33,35 @@ def normalize_symbol(symbol: object) -> str:
         raise InvalidParameterError(
             f"symbol must be a string like 'HK.00700' or 'US.AAPL', got {type(symbol).__name__}"
         )
-    text = symbol.strip().upper()
+    text = symbol.strip()
+    if not text.isascii():  # before upper(): "\u017f".upper() == "S", "\ufb00".upper() == "FF"
+        raise InvalidParameterError(
+            f"malformed symbol {_shown(symbol)}: only ASCII letters, digits, '.' and '-' are allowed"
+        )
+    text = text.upper()
     market, dot, code = text.partition(".")
     if not dot or not code:
-        raise InvalidParameterError(f"malformed symbol {symbol!r}: expected MARKET.CODE, e.g. 'HK.00700'")
+        raise InvalidParameterError(
+            f"malformed symbol {_shown(symbol)}: expected MARKET.CODE, e.g. 'HK.00700'"
+        )
     if market == "HK":
         if not _HK_CODE.fullmatch(code):
-            raise InvalidParameterError(f"malformed symbol {symbol!r}: an HK code is 1 to 5 digits")
+            raise InvalidParameterError(f"malformed symbol {_shown(symbol)}: an HK code is 1 to 5 digits")
         return f"HK.{int(code):05d}"
     if market == "US":
         if not _US_TICKER.fullmatch(code) or ".." in code or code[-1] in ".-":
             raise InvalidParameterError(
-                f"malformed symbol {symbol!r}: a US ticker is 1 to 10 letters, digits, '.' or '-', "
+                f"malformed symbol {_shown(symbol)}: a US ticker is 1 to 10 letters, digits, '.' or '-', "
                 "starting with a letter"
             )
         return f"US.{code}"
     if _OTHER_MARKET.fullmatch(market) and _OTHER_CODE.fullmatch(code):
         raise UnsupportedSecurityError(
-            f"unsupported market {market!r} in {symbol!r}: only HK and US securities have short interest",
+            f"unsupported market {market!r} in {_shown(symbol)}: "
+            "only HK and US securities have short interest",
             ret_code=-8,
         )
-    raise InvalidParameterError(f"malformed symbol {symbol!r}: expected 'HK.<digits>' or 'US.<ticker>'")
+    raise InvalidParameterError(f"malformed symbol {_shown(symbol)}: expected 'HK.<digits>' or 'US.<ticker>'")
 
 
 def market_of(symbol: str) -> Market:
@@ -61,6 +75,10 @@ def parse_symbols(symbols: object) -> list[str]:
     Every symbol is checked before any is used; all problems are reported in one error.
     """
     items: list[object]
+    if isinstance(symbols, (bytes, bytearray, memoryview)):
+        raise InvalidParameterError(
+            f"symbols must be a list or a comma-separated string, got {type(symbols).__name__}"
+        )
     if isinstance(symbols, str):
         items = [part for part in symbols.split(",") if part.strip()]
     elif isinstance(symbols, Iterable):
@@ -88,5 +106,8 @@ def parse_symbols(symbols: object) -> list[str]:
             result.append(canonical)
     if problems:
         error = UnsupportedSecurityError if unsupported else InvalidParameterError
-        raise error(f"{len(problems)} bad symbol(s), nothing requested: " + "; ".join(problems))
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(f"and {len(problems) - len(shown)} more")
+        raise error(f"{len(problems)} bad symbol(s), nothing requested: " + "; ".join(shown))
     return result

@@ -1,9 +1,11 @@
 """Small helpers shared by the benchmarks: timing, medians, peak memory, result tables, sandbox setup.
 
 Peak memory is measured in a fresh subprocess per variant (see :func:`peak_memory`): Python-side peak
-from ``tracemalloc``, Arrow-side peak from ``pyarrow.default_memory_pool().max_memory()`` (a fresh pool
-per process, so its high-water mark belongs to the measured step alone), and the process's
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` minus its resident size just before the step.
+from ``tracemalloc``, Arrow-side peak from ``pyarrow.default_memory_pool().max_memory()`` less what the
+pool held before the step (a fresh pool per process), and the peak resident set size of the step:
+``VmHWM`` from /proc/self/status after resetting it (``echo 5 > /proc/self/clear_refs``) just before the
+step, minus the RSS at that moment. (``ru_maxrss`` is useless here: a child started by fork+exec inherits
+its parent's high-water mark.)
 """
 
 from __future__ import annotations
@@ -67,10 +69,18 @@ def current_rss() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss() -> int:
+    """High-water mark of the resident set size (VmHWM), in bytes."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 @contextmanager
 def measure_peak() -> Iterator[dict[str, int]]:
     """Peak memory of the block; only meaningful in a process that runs nothing else (a subprocess)."""
-    import resource
     import tracemalloc
 
     import pyarrow as pa
@@ -78,6 +88,8 @@ def measure_peak() -> Iterator[dict[str, int]]:
     out: dict[str, int] = {}
     pool = pa.default_memory_pool()
     arrow_before = pool.bytes_allocated()
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")  # reset VmHWM to the current RSS
     rss_before = current_rss()
     tracemalloc.start()
     try:
@@ -89,7 +101,7 @@ def measure_peak() -> Iterator[dict[str, int]]:
         # The pool's high-water mark since the process started, less what was live before the block
         # (the input table): exact as long as loading the input peaked no higher than the block.
         out["arrow_peak"] = max((pool.max_memory() or 0) - arrow_before, 0)
-        out["rss_growth"] = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before, 0)
+        out["rss_growth"] = max(peak_rss() - rss_before, 0)
 
 
 def peak_memory(module: str, *args: str, timeout: float = 300) -> dict[str, int]:

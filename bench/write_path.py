@@ -1,13 +1,13 @@
 """Write path: ``ParquetLake.upsert`` against a naive ``pyarrow.dataset.write_dataset`` of the same rows.
 
-Synthetic rows in ``lake_schema()``, built with pyarrow/numpy directly: 700 HK symbols x 520 weekly
-dates and 700 US symbols x 240 twice-monthly dates = 532,000 rows in 760 (market, dt) partitions.
+Synthetic rows in ``lake_schema()``, built with pyarrow/numpy directly: 1,000 HK symbols x 400 weekly
+dates and 1,000 US symbols x 120 twice-monthly dates = 520,000 rows in 520 (market, dt) partitions.
 
 1. Full write into an empty directory: upsert vs ``write_dataset(..., partitioning=hive on market/dt)``
    (same zstd codec; the naive write is neither idempotent nor atomic, and does not fsync). Goal <= 1.5.
-2. Incremental upsert of one new trading date (1,400 rows, 2 new partitions) into a lake holding one
-   year (1x: 53,200 rows) and ten years (10x: 532,000 rows) of history. Goal 10x / 1x <= 1.2.
-   Also ``latest_dates`` of all 1,400 symbols (what an incremental run asks first) on both lakes.
+2. Incremental upsert of one new trading date (2,000 rows, 2 new partitions) into a lake holding a
+   tenth (1x: 52,000 rows) and all (10x: 520,000 rows) of that history. Goal 10x / 1x <= 1.2.
+   Also ``latest_dates`` of all 2,000 symbols (what an incremental run asks first) on both lakes.
 3. Peak memory of each, in a fresh subprocess (see bench/_util.py: tracemalloc, Arrow pool, maxrss).
 """
 
@@ -27,8 +27,8 @@ from bench._util import Report, interleaved, measure_peak, median, mib, peak_mem
 if TYPE_CHECKING:
     import pyarrow as pa
 
-N_HK, N_US = 700, 700
-HK_DATES, US_DATES = 520, 240
+N_HK, N_US = 1000, 1000
+HK_DATES, US_DATES = 400, 120
 LAST_DATE = dt.date(2026, 5, 15)
 NEW_DATE = dt.date(2026, 5, 29)  # a Friday and a US month end: one new date for both markets
 STAMP = dt.datetime(2026, 5, 16, tzinfo=dt.timezone.utc)
@@ -95,13 +95,13 @@ def market_rows(market: str, n_symbols: int, dates: list[dt.date], seed: int) ->
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def history(years: int) -> pa.Table:
+def history(tenths: int) -> pa.Table:
     import pyarrow as pa
 
     return pa.concat_tables(
         [
-            market_rows("HK", N_HK, hk_dates(HK_DATES * years // 10), 1),
-            market_rows("US", N_US, us_dates(US_DATES * years // 10), 2),
+            market_rows("HK", N_HK, hk_dates(HK_DATES * tenths // 10), 1),
+            market_rows("US", N_US, us_dates(US_DATES * tenths // 10), 2),
         ]
     )
 
@@ -188,9 +188,8 @@ def run(quick: bool = False) -> Report:
     repeat_full, repeat_incr = (1, 3) if quick else (3, 7)
     report = Report("write_path", "lake upsert vs naive write_dataset")
     full = history(10)
-    one_year = history(1)
+    tenth = history(1)
     new = new_date_rows()
-    n_parts = len(hk_dates(HK_DATES)) + len(us_dates(US_DATES))
     with tempfile.TemporaryDirectory(prefix="bench-write-") as tmp:
         upsert(new.slice(0, 1), f"{tmp}/warm")  # one-off imports of the write path
         naive_write(new.slice(0, 1), f"{tmp}/warm-naive")
@@ -232,7 +231,7 @@ def run(quick: bool = False) -> Report:
 
         # 2. incremental: one new date into 1x and 10x history
         lake1 = f"{tmp}/lake1"
-        upsert(one_year, lake1)
+        upsert(tenth, lake1)
         lakes = {"1x": lake1, "10x": lake10}
         times = interleaved(
             {name: (lambda path=path: upsert(new, path)) for name, path in lakes.items()},  # type: ignore[misc]

@@ -548,6 +548,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path, pool: Any, processes: i
         "file://otherhost/lake",
         "1s3://bucket",
         "s3:/bucket/lake",
+        "s3://[bucket/lake",
     ],
 )
 def test_bad_paths_raise_invalid_parameter(bad: Any) -> None:

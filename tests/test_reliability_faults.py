@@ -8,6 +8,7 @@ Figures are printed (``pytest -s``) and quoted in docs/RELIABILITY.md.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -37,11 +38,12 @@ US_SYMBOLS = 60
 def soak_symbols() -> list[str]:
     """120 symbols with modest histories (HK <= 180 records, US <= 214): 1 to 3 pages of 90 each."""
     published = sbdata.DEFAULT_TODAY
-    hk = [
+    modest = (
         f"HK.{code:05d}"
         for code in range(1, 1000)
         if len(sbdata.history_view(f"HK.{code:05d}", published)) <= 180
-    ][:HK_SYMBOLS]
+    )
+    hk = list(itertools.islice(modest, HK_SYMBOLS))
     us = [f"US.{a}{b}" for a in "ABCDEFGH" for b in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"][:US_SYMBOLS]
     return hk + us
 
@@ -113,7 +115,8 @@ def test_backfill_under_faults_equals_fault_free_run(
     assert retries >= 0.2 * requests, "the soak must fail at least 20 % of the requests"
     # 429s carry Retry-After: 1 and the hook honours it.
     assert elapsed >= faults["http429"] * 1.0
-    assert "500" not in stats["by_status"] or stats["by_status"]["500"] <= faults["http5xx"]
+    # Every request was answered with a counted status: the sandbox itself never failed.
+    assert sum(stats["by_status"].values()) == requests
 
     # Same summary, same lake, row for row (everything but ingested_at), same files.
     for key in ("rows_fetched", "rows_written", "partitions_written", "latest_trade_date", "failed"):
@@ -124,7 +127,9 @@ def test_backfill_under_faults_equals_fault_free_run(
     assert db.execute(f"({a}) except all ({b})").fetchall() == []
     assert db.execute(f"({b}) except all ({a})").fetchall() == []
     files = {str(p.relative_to(tmp_path / "clean")) for p in (tmp_path / "clean").rglob("*.parquet")}
-    assert files == {str(p.relative_to(tmp_path / "faulty")) for p in (tmp_path / "faulty").rglob("*.parquet")}
+    assert files == {
+        str(p.relative_to(tmp_path / "faulty")) for p in (tmp_path / "faulty").rglob("*.parquet")
+    }
     assert {event.extra["rows_written"] for event in context["outlet_events"].values()} == {
         faulty["rows_written_by_market"]["HK"],
         faulty["rows_written_by_market"]["US"],
@@ -140,7 +145,9 @@ def test_short_soak_with_other_end_markers(
     symbols = soak_symbols()[::10]
     expected = {symbol: sandbox.history(symbol) for symbol in symbols}
     conn = use_conn(sandbox.url, conn_id="soak_marker", timeout=0.2, max_retries=10, backoff_base=0.001)
-    sandbox.configure(end_marker=end_marker, seed=SEED + 1, delay_seconds=0.4, **{**FAULTS, "http429_rate": 0})
+    sandbox.configure(
+        end_marker=end_marker, seed=SEED + 1, delay_seconds=0.4, **{**FAULTS, "http429_rate": 0}
+    )
     summary, _, _ = backfill(conn, symbols, tmp_path / "lake")
     assert summary["rows_written"] == sum(len(h) for h in expected.values())
     got = duckdb.connect().execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     import requests
 
 MAX_COUNT = 90
+# Longest wait a Retry-After header can impose (a broken "Retry-After: 1e9" must not park a task forever).
+MAX_RETRY_AFTER = 300.0
 END_MARKERS = (None, "", "-1")
 # SDK frame columns: the documented ones first, then the REST fields the SDK table leaves out.
 SDK_COLUMNS = {
@@ -181,6 +184,12 @@ def _excerpt(body: bytes, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _clip(text: str, limit: int = 300) -> str:
+    """A server-provided text cut to ``limit`` characters (error messages stay one readable line)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _Retry(Exception):
     """A transient failure: retry after backoff (or after ``retry_after`` seconds if the server said so)."""
 
@@ -301,7 +310,9 @@ class ShortInterestHook(BaseHook):
         items = parse_items(symbol, data.get("items"))
         key = data.get("next_key")
         if key is not None and not isinstance(key, str):
-            raise ShortInterestResponseError(f"{symbol}: next_key is not a string: {key!r}", symbol=symbol)
+            raise ShortInterestResponseError(
+                f"{symbol}: next_key is not a string: {_clip(repr(key), 80)}", symbol=symbol
+            )
         return ShortInterestPage(symbol, market_of(symbol), items, None if key in END_MARKERS else key)
 
     def _call(self, symbol: str, count: int, next_key: str | None) -> dict[str, Any] | None:
@@ -367,7 +378,7 @@ class ShortInterestHook(BaseHook):
             )
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON ("[[[[...")
             payload = None
         if isinstance(payload, dict) and "ret_code" in payload:
             return self._dispatch(symbol, status, payload, body)
@@ -385,8 +396,8 @@ class ShortInterestHook(BaseHook):
         ret_code = payload["ret_code"]
         raw_error = payload.get("error")
         error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-        message = str(error.get("message") or payload.get("ret_msg") or "no message")
-        error_code = error.get("code") if isinstance(error.get("code"), str) else None
+        message = _clip(str(error.get("message") or payload.get("ret_msg") or "no message"))
+        error_code = _clip(error["code"], 64) if isinstance(error.get("code"), str) else None
         if ret_code == 0 and not isinstance(ret_code, bool):
             return payload
         if ret_code == -10:
@@ -397,7 +408,8 @@ class ShortInterestHook(BaseHook):
         error_class = ERRORS_BY_RET_CODE.get(ret_code) if isinstance(ret_code, int) else None
         if error_class is None:
             raise ShortInterestResponseError(
-                f"{symbol}: HTTP {status} with unknown ret_code {ret_code!r}: {_excerpt(body)!r}",
+                f"{symbol}: HTTP {status} with unknown ret_code {_clip(repr(ret_code), 40)}: "
+                f"{_excerpt(body)!r}",
                 ret_code=ret_code if isinstance(ret_code, int) else None,
                 symbol=symbol,
                 status=status,
@@ -515,22 +527,34 @@ def _sdk_column(rows: list[dict[str, Any]], column: str) -> Any:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    """Seconds the server asked us to wait (``X-Retry-After-Ms`` or ``Retry-After``), if any."""
+    """Seconds the server asked us to wait (``X-Retry-After-Ms`` or ``Retry-After``), if any.
+
+    Clamped to 0..``MAX_RETRY_AFTER``; values that are not finite numbers or dates are ignored.
+    """
     millis = response.headers.get("X-Retry-After-Ms")
     if millis:
         try:
-            return max(float(millis) / 1000, 0.0)
+            return _clamp_wait(float(millis) / 1000)
         except ValueError:
             pass
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        return _clamp_wait(float(value))
     except ValueError:
         pass
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return _clamp_wait((when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max((when - dt.datetime.now(dt.timezone.utc)).total_seconds(), 0.0)
+
+
+def _clamp_wait(seconds: float) -> float | None:
+    """A server-requested wait within 0..MAX_RETRY_AFTER; None for NaN (ignored)."""
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

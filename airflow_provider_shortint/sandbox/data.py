@@ -55,10 +55,10 @@ _OTHER_CODE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
 
 def parse_symbol(raw: str) -> str:
     """Canonical symbol ("hk.700" -> "HK.00700"); raises SymbolError(-3 malformed / -8 other market)."""
-    text = raw.strip().upper()
-    market, dot, code = text.partition(".")
+    text = raw.strip()
+    market, dot, code = text.upper().partition(".")
     shown = raw if len(raw) <= 40 else raw[:40] + "..."
-    if dot and code:
+    if dot and code and text.isascii():  # "\u017f".upper() == "S": non-ASCII is malformed
         if market == "HK" and _HK_CODE.fullmatch(code):
             return f"HK.{int(code):05d}"
         if market == "US" and _US_TICKER.fullmatch(code) and ".." not in code and code[-1] not in ".-":

@@ -1,0 +1,234 @@
+"""Parse path: JSON pages as the API sends them -> a typed table, rows per second.
+
+Pages: the sandbox's histories of 100 HK and 100 US symbols cut into pages of 90 items and wrapped
+in the API envelope, serialised to bytes once (about 40,000 rows, 500 pages).
+
+* measured (the provider): per symbol ``json.loads`` of every page + ``records.parse_items`` (what
+  ``get_page`` does) + ``records.rows_to_table`` (what ``get_history`` / the operator do), then
+  ``records.concat_tables``;
+* baseline (pandas): per symbol ``json.loads`` + ``pd.DataFrame(items)`` + dtype conversions to the
+  same typed result (int64 from the strings, float64, datetime64 trade_date, symbol, tz-aware
+  ingested_at, lake column order), then ``pd.concat``.
+
+Goal: provider rows/s >= 3x pandas. Median of interleaved repeats.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from bench._util import Report, interleaved, median
+
+PAGE = 90
+N_HK = N_US = 100
+
+
+def build_pages(quick: bool) -> dict[str, list[bytes]]:
+    """symbol -> its pages as response bodies, newest first, with opaque next_keys."""
+    from airflow_provider_shortint.sandbox import SandboxServer
+
+    n = 20 if quick else N_HK
+    symbols = [f"HK.{i:05d}" for i in range(1, n + 1)] + [f"US.A{i:03d}" for i in range(1, n + 1)]
+    pages: dict[str, list[bytes]] = {}
+    server = SandboxServer()  # never started: history() needs no socket
+    for symbol in symbols:
+        try:
+            items = server.history(symbol)
+        except ValueError:
+            continue
+        chunks = [items[i : i + PAGE] for i in range(0, len(items), PAGE)]
+        pages[symbol] = [
+            json.dumps(
+                {
+                    "ret_code": 0,
+                    "ret_msg": "success",
+                    "data": {"items": chunk, "next_key": f"key{i + 1}" if i + 1 < len(chunks) else "-1"},
+                }
+            ).encode()
+            for i, chunk in enumerate(chunks)
+        ]
+    return pages
+
+
+def provider_path(pages: dict[str, list[bytes]]) -> Any:
+    from airflow_provider_shortint.records import concat_tables, parse_items, rows_to_table
+
+    tables = []
+    for symbol, bodies in pages.items():
+        rows = []
+        for body in bodies:
+            rows.extend(parse_items(symbol, json.loads(body)["data"]["items"]))
+        tables.append(rows_to_table(rows))
+    return concat_tables(tables)
+
+
+def pandas_path(pages: dict[str, list[bytes]]) -> Any:
+    import pandas as pd
+
+    from airflow_provider_shortint.records import COLUMNS, FLOAT_FIELDS, INT_FIELDS
+
+    stamp = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
+    frames = []
+    for symbol, bodies in pages.items():
+        items = [item for body in bodies for item in json.loads(body)["data"]["items"]]
+        frame = pd.DataFrame(items)
+        frame["symbol"] = symbol
+        frame["trade_date"] = pd.to_datetime(frame.pop("timestamp_str"), format="%Y-%m-%d")
+        frame["ingested_at"] = stamp
+        frame = frame.astype(
+            {
+                "timestamp": "int64",
+                **{name: "int64" for name in INT_FIELDS if name in frame},
+                **{name: "float64" for name in FLOAT_FIELDS if name in frame},
+            }
+        )
+        frames.append(frame)
+    result = pd.concat(frames, ignore_index=True).reindex(columns=list(COLUMNS))
+    return result.astype({name: "Int64" for name in INT_FIELDS})
+
+
+def pandas_bulk(pages: dict[str, list[bytes]]) -> Any:
+    """pandas at its best: one DataFrame per market over all symbols (fewer, larger conversions)."""
+    import pandas as pd
+
+    from airflow_provider_shortint.records import COLUMNS, FLOAT_FIELDS, INT_FIELDS
+
+    stamp = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
+    frames = []
+    for market in ("HK", "US"):
+        items: list[dict[str, Any]] = []
+        symbols: list[str] = []
+        for symbol, bodies in pages.items():
+            if symbol.startswith(market):
+                for body in bodies:
+                    page = json.loads(body)["data"]["items"]
+                    items.extend(page)
+                    symbols.extend([symbol] * len(page))
+        frame = pd.DataFrame(items)
+        frame["symbol"] = symbols
+        frame["trade_date"] = pd.to_datetime(frame.pop("timestamp_str"), format="%Y-%m-%d")
+        frame["ingested_at"] = stamp
+        present = [name for name in INT_FIELDS if name in frame]
+        frame = frame.astype(
+            {"timestamp": "int64", **dict.fromkeys(present, "int64")}
+            | {name: "float64" for name in FLOAT_FIELDS if name in frame}
+        )
+        frames.append(frame)
+    result = pd.concat(frames, ignore_index=True).reindex(columns=list(COLUMNS))
+    return result.astype(dict.fromkeys(INT_FIELDS, "Int64"))
+
+
+# -- bench-only prototype of the suggested fix (not the provider's code) --------------------------------
+
+_ALLOWED = {"int64": ("int64", "string", "null"), "double": ("int64", "double", "string", "null")}
+
+
+def items_to_table(symbol: str, items: list[Any], stamp: dt.datetime) -> Any:
+    """Raw API items -> lake table column by column; any doubt -> the row parser (same errors)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from airflow_provider_shortint.records import lake_schema, parse_items, rows_to_table
+
+    schema = lake_schema()
+    n = len(items)
+    try:
+        if not all(isinstance(item, dict) for item in items):
+            raise TypeError("not an object")
+        dates = pa.array([item.get("timestamp_str") for item in items], pa.string())
+        if dates.null_count or not pc.all(pc.match_substring_regex(dates, r"^\d{4}-\d{2}-\d{2}$")).as_py():
+            raise ValueError("bad timestamp_str")
+        arrays = [pa.array([symbol] * n, pa.string()), dates.cast(pa.date32())]
+        for field in list(schema)[2:-1]:
+            raw = pa.array([item.get(field.name) for item in items])
+            if str(raw.type) not in _ALLOWED[str(field.type)]:
+                raise TypeError(f"{field.name}: {raw.type}")
+            column = raw.cast(field.type)  # safe cast: overflow, fractions and junk raise
+            if field.type == pa.float64() and pc.any(pc.invert(pc.is_finite(column))).as_py():
+                raise ValueError(f"{field.name}: not finite")
+            arrays.append(column)
+        arrays.append(pa.array([stamp] * n, schema.field("ingested_at").type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+    except (TypeError, ValueError, pa.ArrowException):
+        return rows_to_table(parse_items(symbol, items), ingested_at=stamp)
+
+
+def columnar_candidate(pages: dict[str, list[bytes]]) -> Any:
+    from airflow_provider_shortint.records import concat_tables
+
+    stamp = dt.datetime.now(dt.timezone.utc)
+    tables = []
+    for symbol, bodies in pages.items():
+        items: list[Any] = []
+        for body in bodies:
+            items.extend(json.loads(body)["data"]["items"])
+        tables.append(items_to_table(symbol, items, stamp))
+    return concat_tables(tables)
+
+
+def run(quick: bool = False) -> Report:
+    import pandas as pd
+    import pyarrow as pa
+
+    from airflow_provider_shortint.records import lake_schema
+
+    report = Report("parse_path", "JSON pages -> typed table: parse_items + rows_to_table vs pandas")
+    pages = build_pages(quick)
+    n_pages = sum(len(bodies) for bodies in pages.values())
+    n_bytes = sum(len(body) for bodies in pages.values() for body in bodies)
+    table = provider_path(pages)
+    frame = pandas_path(pages)
+    # Same result, whichever way: the pandas frame converted back equals the provider's table.
+    assert table.schema.equals(lake_schema()), table.schema
+    assert len(frame) == table.num_rows
+    assert frame["aggregated_short"].sum() == pa.compute.sum(table.column("aggregated_short")).as_py()
+    assert (pd.Series(table.column("trade_date").to_pylist(), dtype="datetime64[s]") == frame["trade_date"]).all()
+    rows = table.num_rows
+
+    candidate = columnar_candidate(pages)
+    assert candidate.drop_columns(["ingested_at"]).equals(table.drop_columns(["ingested_at"]))
+    assert len(pandas_bulk(pages)) == rows
+    variants = {
+        "provider": lambda: provider_path(pages),
+        "pandas": lambda: pandas_path(pages),
+        "pandas_bulk": lambda: pandas_bulk(pages),
+        "candidate": lambda: columnar_candidate(pages),
+    }
+    times = interleaved(variants, 3 if quick else 7)
+    t_provider, t_pandas = median(times["provider"]), median(times["pandas"])
+    ratio = t_pandas / t_provider
+    report.add(
+        f"{rows:,} rows, {n_pages} pages, {n_bytes / 2**20:.1f} MiB JSON",
+        f"{rows / t_provider:,.0f} rows/s",
+        f"{rows / t_pandas:,.0f} rows/s pandas",
+        f"{ratio:.2f}x",
+        ">= 3x",
+        ratio >= 3,
+    )
+    report.add(
+        "  time per 90-item page",
+        f"{t_provider / n_pages * 1000:.2f} ms",
+        f"{t_pandas / n_pages * 1000:.2f} ms",
+    )
+    t_bulk, t_candidate = median(times["pandas_bulk"]), median(times["candidate"])
+    report.add(
+        "  vs pandas, one frame per market",
+        f"{rows / t_provider:,.0f} rows/s",
+        f"{rows / t_bulk:,.0f} rows/s",
+        f"{t_bulk / t_provider:.2f}x",
+        "(info)",
+    )
+    report.add(
+        "  columnar prototype (bench only)",
+        f"{rows / t_candidate:,.0f} rows/s",
+        f"{rows / t_pandas:,.0f} rows/s pandas",
+        f"{t_pandas / t_candidate:.2f}x",
+        "(info)",
+    )
+    return report
+
+
+if __name__ == "__main__":
+    print(run().render())
