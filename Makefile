@@ -45,7 +45,7 @@ pytest: venv
 test: lint typecheck pytest
 
 demo: venv
-	$(BIN)/python -m airflow_provider_shortint.demo
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench

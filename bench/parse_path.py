@@ -122,34 +122,46 @@ def pandas_bulk(pages: dict[str, list[bytes]]) -> Any:
 
 # -- bench-only prototype of the suggested fix (not the provider's code) --------------------------------
 
-_ALLOWED = {"int64": ("int64", "string", "null"), "double": ("int64", "double", "string", "null")}
+
+def raw_item_type() -> Any:
+    """The items as the API sends them: int64 values as strings, floats as numbers, ms timestamp."""
+    import pyarrow as pa
+
+    from airflow_provider_shortint.records import FLOAT_FIELDS, INT_FIELDS
+
+    return pa.struct(
+        [("timestamp_str", pa.string()), ("timestamp", pa.int64())]
+        + [(name, pa.string()) for name in INT_FIELDS]
+        + [(name, pa.float64()) for name in FLOAT_FIELDS]
+    )
 
 
-def items_to_table(symbol: str, items: list[Any], stamp: dt.datetime) -> Any:
-    """Raw API items -> lake table column by column; any doubt -> the row parser (same errors)."""
+def items_to_table(symbol: str, items: list[Any], stamp: dt.datetime, suspicious: bool = False) -> Any:
+    """Raw API items -> lake table in one C++ pass (``pa.array(items, struct)``) + safe casts.
+
+    Anything unexpected (wrong JSON type, junk digits, overflow, bad date, NaN/inf, booleans in the
+    page) falls back to the row parser, which raises the exact ShortInterestResponseError.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from airflow_provider_shortint.records import lake_schema, parse_items, rows_to_table
 
     schema = lake_schema()
-    n = len(items)
     try:
-        if not all(isinstance(item, dict) for item in items):
-            raise TypeError("not an object")
-        dates = pa.array([item.get("timestamp_str") for item in items], pa.string())
+        if suspicious:
+            raise ValueError("page has JSON booleans")
+        raw = pa.array(items, raw_item_type())
+        dates = raw.field("timestamp_str")
         if dates.null_count or not pc.all(pc.match_substring_regex(dates, r"^\d{4}-\d{2}-\d{2}$")).as_py():
             raise ValueError("bad timestamp_str")
-        arrays = [pa.array([symbol] * n, pa.string()), dates.cast(pa.date32())]
+        arrays = [pa.array([symbol] * len(raw), pa.string()), dates.cast(pa.date32())]
         for field in list(schema)[2:-1]:
-            raw = pa.array([item.get(field.name) for item in items])
-            if str(raw.type) not in _ALLOWED[str(field.type)]:
-                raise TypeError(f"{field.name}: {raw.type}")
-            column = raw.cast(field.type)  # safe cast: overflow, fractions and junk raise
+            column = raw.field(field.name).cast(field.type)  # safe: junk, overflow raise
             if field.type == pa.float64() and pc.any(pc.invert(pc.is_finite(column))).as_py():
-                raise ValueError(f"{field.name}: not finite")
+                raise ValueError(f"{field.name} is not finite")
             arrays.append(column)
-        arrays.append(pa.array([stamp] * n, schema.field("ingested_at").type))
+        arrays.append(pa.array([stamp] * len(raw), schema.field("ingested_at").type))
         return pa.Table.from_arrays(arrays, schema=schema)
     except (TypeError, ValueError, pa.ArrowException):
         return rows_to_table(parse_items(symbol, items), ingested_at=stamp)
@@ -162,9 +174,11 @@ def columnar_candidate(pages: dict[str, list[bytes]]) -> Any:
     tables = []
     for symbol, bodies in pages.items():
         items: list[Any] = []
+        suspicious = False
         for body in bodies:
+            suspicious = suspicious or b"true" in body or b"false" in body
             items.extend(json.loads(body)["data"]["items"])
-        tables.append(items_to_table(symbol, items, stamp))
+        tables.append(items_to_table(symbol, items, stamp, suspicious))
     return concat_tables(tables)
 
 
@@ -184,7 +198,9 @@ def run(quick: bool = False) -> Report:
     assert table.schema.equals(lake_schema()), table.schema
     assert len(frame) == table.num_rows
     assert frame["aggregated_short"].sum() == pa.compute.sum(table.column("aggregated_short")).as_py()
-    assert (pd.Series(table.column("trade_date").to_pylist(), dtype="datetime64[s]") == frame["trade_date"]).all()
+    assert (
+        pd.Series(table.column("trade_date").to_pylist(), dtype="datetime64[s]") == frame["trade_date"]
+    ).all()
     rows = table.num_rows
 
     candidate = columnar_candidate(pages)

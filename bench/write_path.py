@@ -14,8 +14,8 @@ dates and 1,000 US symbols x 120 twice-monthly dates = 520,000 rows in 520 (mark
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -125,6 +125,12 @@ def upsert(table: pa.Table, lake_dir: str) -> Any:
     return open_lake(lake_dir).upsert(table)
 
 
+def latest(lake_dir: str, symbols: list[str]) -> Any:
+    from airflow_provider_shortint.lake import open_lake
+
+    return open_lake(lake_dir).latest_dates(symbols)
+
+
 def naive_write(table: pa.Table, out_dir: str) -> None:
     """What one would write without the lake: hive partitions market/dt, one call, no merge."""
     import pyarrow as pa
@@ -137,7 +143,9 @@ def naive_write(table: pa.Table, out_dir: str) -> None:
         with_keys,
         out_dir,
         format="parquet",
-        partitioning=ds.partitioning(pa.schema([("market", pa.string()), ("dt", pa.date32())]), flavor="hive"),
+        partitioning=ds.partitioning(
+            pa.schema([("market", pa.string()), ("dt", pa.date32())]), flavor="hive"
+        ),
         file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
         basename_template="part-{i}.parquet",
         existing_data_behavior="overwrite_or_ignore",
@@ -234,7 +242,7 @@ def run(quick: bool = False) -> Report:
         upsert(tenth, lake1)
         lakes = {"1x": lake1, "10x": lake10}
         times = interleaved(
-            {name: (lambda path=path: upsert(new, path)) for name, path in lakes.items()},  # type: ignore[misc]
+            {name: functools.partial(upsert, new, path) for name, path in lakes.items()},
             repeat_incr,
             setup=lambda name, i: remove_new_partitions(lakes[name]),
         )
@@ -250,7 +258,7 @@ def run(quick: bool = False) -> Report:
         )
         symbols = symbols_of(full)
         times = interleaved(
-            {name: (lambda path=path: open_lake(path).latest_dates(symbols)) for name, path in lakes.items()},  # type: ignore[misc]
+            {name: functools.partial(latest, path, symbols) for name, path in lakes.items()},
             repeat_incr,
         )
         t1, t10 = median(times["1x"]), median(times["10x"])
@@ -276,7 +284,11 @@ def run(quick: bool = False) -> Report:
     input_size = full.nbytes
     for label, a, b in (("full write", "upsert", "naive"), ("incremental", "incr10", "incr1")):
         names = ("10x", "1x") if label == "incremental" else ("upsert", "naive")
-        for key, what in (("arrow_peak", "Arrow pool"), ("python_peak", "Python heap"), ("rss_growth", "RSS")):
+        for key, what in (
+            ("arrow_peak", "Arrow pool"),
+            ("python_peak", "Python heap"),
+            ("rss_growth", "RSS"),
+        ):
             report.add(
                 f"  peak {what}, {label}",
                 f"{mib(mem[a][key])} {names[0]}",
@@ -285,8 +297,8 @@ def run(quick: bool = False) -> Report:
                 "(info)",
             )
     report.notes.append(
-        f"input table {mib(input_size)} in Arrow; medians of {repeat_full} (full) / {repeat_incr} (incremental) "
-        "interleaved runs; full upsert includes fsync of every file and folder, the naive write does none"
+        f"input table {mib(input_size)} in Arrow; medians of {repeat_full} (full) / {repeat_incr} "
+        "(incremental) interleaved runs; the upsert fsyncs every file and folder, the naive write none"
     )
     return report
 
@@ -296,4 +308,3 @@ if __name__ == "__main__":
         memory_child(*sys.argv[2:5])
     else:
         print(run().render())
-        os._exit(0)
