@@ -257,12 +257,9 @@ def test_operator_static_arguments_rejected_at_parse_time(kwargs: dict[str, Any]
     "value",
     [
         pytest.param("[" + "1+" * 100_000 + "1]", id="deep-binop"),
+        pytest.param("[" + "-" * 100_000 + "1]", id="deep-unary"),
+        pytest.param("[" + "[" * 5_000 + "]" * 5_000 + "]", id="deep-nesting"),
     ],
-)
-@pytest.mark.xfail(
-    reason="operators/short_interest.py _literal_list lets RecursionError out of ast.literal_eval "
-    "(see docs/RELIABILITY.md, to be fixed by the operator's owner)",
-    strict=False,
 )
 def test_operator_hostile_rendered_list(
     sandbox: SandboxServer, use_conn: Callable[..., str], tmp_path: Path, value: str
@@ -526,3 +523,26 @@ def test_fuzz_hook_arguments(
         pass  # -7 / -10 style answers of the sandbox for well-formed symbols
     canonical = normalize_symbol(symbol)
     assert len(urls) == 1 and f"/v1/quote/{canonical}/short-selling/short-interest?count={count}" in urls[0]
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "longest"),
+    [
+        pytest.param("Retry-After", "1e9", 300 * 1.1 + 0.01, id="years"),
+        pytest.param("Retry-After", "inf", 300 * 1.1 + 0.01, id="inf"),
+        pytest.param("Retry-After", "nan", 0.011, id="nan-ignored"),
+        pytest.param("Retry-After", "Wed, 21 Oct 2015 07:28:00 -0000", 0.011, id="date-minus-0000-past"),
+        pytest.param("Retry-After", "Fri, 01 Jan 9999 00:00:00 GMT", 300 * 1.1 + 0.01, id="date-far-future"),
+        pytest.param("X-Retry-After-Ms", "1e400", 300 * 1.1 + 0.01, id="ms-inf"),
+    ],
+)
+def test_hostile_retry_after_is_bounded(
+    sandbox: SandboxServer, use_conn: Callable[..., str], header: str, value: str, longest: float
+) -> None:
+    """A broken or hostile Retry-After never parks a task for longer than MAX_RETRY_AFTER (300 s)."""
+    slept: list[float] = []
+    conn = use_conn(sandbox.url, conn_id="retry_after", max_retries=1, backoff_base=0.01)
+    hook = ShortInterestHook(shortint_conn_id=conn, sleep=slept.append)
+    sandbox.enqueue(status=429, body="{}", headers={header: value})
+    assert hook.get_latest("HK.00700") is not None
+    assert len(slept) == 1 and 0 <= slept[0] <= longest, slept

@@ -371,7 +371,7 @@ class ShortInterestHook(BaseHook):
             raise _Retry("HTTP 429 (rate limited)", _retry_after(response), status)
         if status in (401, 403):
             raise ShortInterestAuthError(
-                f"{symbol}: HTTP {status}: the API refused the connection token {self.settings.token} "
+                f"{symbol}: HTTP {status}: the API refused the connection's token "
                 f"(set the API token as the password of connection {self.shortint_conn_id!r})",
                 symbol=symbol,
                 status=status,

@@ -240,7 +240,8 @@ def _literal_list(value: object) -> object:
     if isinstance(value, str) and value.strip().startswith("["):
         try:
             parsed = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise InvalidParameterError(f"symbols {value!r} looks like a list but is not one") from None
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            raise InvalidParameterError(f"symbols {shown!r} looks like a list but is not one") from None
         return parsed
     return value

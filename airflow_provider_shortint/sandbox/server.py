@@ -9,6 +9,7 @@ import bisect
 import contextlib
 import dataclasses
 import hmac
+import io
 import json
 import math
 import random
@@ -565,7 +566,7 @@ class SandboxServer:
             return _gateway_error(405, "method_not_allowed", f"{path} accepts {', '.join(allowed[name])}")
         try:
             payload = json.loads(body) if body.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return _gateway_error(400, "bad_request", "body is not valid JSON")
         if not isinstance(payload, dict):
             return _gateway_error(400, "bad_request", "body must be a JSON object")
@@ -632,9 +633,27 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "shortint-sandbox/1.0"
 
+    #: Monotonic time by which the current request (line, headers, body) must have arrived, or None.
+    read_deadline: float | None = None
+
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.sandbox.config.socket_timeout)
+        # Reads go through _DeadlineReader: the socket timeout bounds each read, the deadline the request.
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self))
+
+    def handle_one_request(self) -> None:
+        """One request; it must arrive whole within 2 x socket_timeout of the wait for it starting.
+
+        The per-read socket timeout alone lets a client that sends a byte now and then (slowloris) hold
+        a thread forever. The idle wait of a keep-alive connection stays bounded by the socket timeout.
+        """
+        self.read_deadline = time.monotonic() + 2 * self.server.sandbox.config.socket_timeout
+        try:
+            super().handle_one_request()
+        finally:
+            self.read_deadline = None
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.sandbox.config.verbose:
@@ -669,6 +688,7 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox = self.server.sandbox
         try:
             body = self._read_body()
+            self.read_deadline = None  # the request is in: injected delays and the answer are not limited
             if body is None:
                 self.close_connection = True
                 self._send(_gateway_error(413, "bad_request", "request body missing, malformed or too large"))
@@ -717,6 +737,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply.body[: len(reply.body) // 2] if reply.truncate else reply.body)
         self.wfile.flush()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The raw socket reader of a handler: each read waits at most the socket timeout and never past
+    the handler's ``read_deadline`` (then TimeoutError, which http.server and ``_dispatch`` handle by
+    dropping the connection)."""
+
+    def __init__(self, handler: _Handler) -> None:
+        super().__init__()
+        self._handler = handler
+        self._sock: socket.socket = handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        timeout = self._handler.server.sandbox.config.socket_timeout
+        deadline = self._handler.read_deadline
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            timeout = min(timeout, remaining)
+        self._sock.settimeout(timeout)
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(self._handler.server.sandbox.config.socket_timeout)
 
 
 class _HTTPServer(ThreadingHTTPServer):
