@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,12 +48,15 @@ COLUMNS = (
 )
 VALUE_COLUMNS = COLUMNS[2:-1]  # the fetched values; an upsert compares these
 
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_DATE = re.compile(_DATE_PATTERN)
 _INT = re.compile(r"-?[0-9]{1,40}")
 _INT64_MAX = 2**63 - 1
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 Row = dict[str, Any]
 
 
+@functools.cache
 def lake_schema() -> pa.Schema:
     """The fixed Arrow schema of every lake file."""
     import pyarrow as pa
@@ -91,6 +95,8 @@ def _to_int(symbol: str, field: str, value: object) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)  # some serialisers write 1.0 for an integer
     elif isinstance(value, str) and _INT.fullmatch(value.strip()):
         number = int(value)
     else:
@@ -165,6 +171,80 @@ def rows_to_table(rows: Sequence[Row], ingested_at: dt.datetime | None = None) -
             values = [row.get(field.name) for row in rows]
         arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@functools.cache
+def _raw_item_type() -> pa.DataType:
+    """The items as the API sends them: int64 values as strings, floats (and the timestamp) as numbers."""
+    import pyarrow as pa
+
+    return pa.struct(
+        [("timestamp_str", pa.string()), ("timestamp", pa.float64())]
+        + [(name, pa.string()) for name in INT_FIELDS]
+        + [(name, pa.float64()) for name in FLOAT_FIELDS]
+    )
+
+
+def items_to_table(
+    symbol: str, items: object, ingested_at: dt.datetime | None = None, *, no_booleans: bool = False
+) -> pa.Table:
+    """Raw API items -> a table in the lake schema; the same result as ``rows_to_table(parse_items(...))``.
+
+    With ``no_booleans`` (the caller saw no JSON ``true``/``false`` in the body, which Arrow would read as
+    numbers) the page is converted by Arrow in one pass, about 3x faster; anything unusual falls back to
+    the row parser, which accepts the same inputs and raises the precise ``ShortInterestResponseError``.
+    """
+    stamp = ingested_at or dt.datetime.now(dt.timezone.utc)
+    if no_booleans and isinstance(items, list) and items:
+        table = _items_to_table_fast(symbol, items, stamp)
+        if table is not None:
+            return table
+    return rows_to_table(parse_items(symbol, items), stamp)
+
+
+def _items_to_table_fast(symbol: str, items: list[Any], stamp: dt.datetime) -> pa.Table | None:
+    """Arrow's conversion of well-formed items, or None where it might differ from the row parser.
+
+    Checks run once over all columns of a kind (each compute call has a fixed cost that dominates a page).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = lake_schema()
+    try:
+        raw = pa.array(items, _raw_item_type())
+        dates = raw.field("timestamp_str")
+        if dates.null_count:
+            return None
+        # Arrow parses exactly YYYY-MM-DD and raises on impossible dates, as the row parser does.
+        columns = {
+            "symbol": pa.array([symbol] * len(raw), pa.string()),
+            "trade_date": dates.cast(pa.date32()),
+        }
+        # The timestamp is read as float64: a safe cast to int64 rejects fractions; beyond 2**53 it
+        # would no longer be exact, so leave such values to the row parser.
+        low, high = pc.min_max(raw.field("timestamp")).values()
+        if max(abs(low.as_py() or 0), abs(high.as_py() or 0)) > 2**53:
+            return None
+        columns["timestamp"] = raw.field("timestamp").cast(pa.int64())
+        # Arrow would also read "0x10" as 16: only plain decimal strings may take the fast path.
+        texts = pa.concat_arrays([raw.field(name) for name in INT_FIELDS])
+        if pc.all(pc.match_substring_regex(texts, r"^-?[0-9]{1,19}$")).as_py() is False:
+            return None
+        numbers = pa.concat_arrays([raw.field(name) for name in FLOAT_FIELDS])
+        if pc.all(pc.is_finite(numbers)).as_py() is False:
+            return None
+        for name in INT_FIELDS:
+            columns[name] = raw.field(name).cast(pa.int64())  # a safe cast: overflow raises
+        for name in FLOAT_FIELDS:
+            columns[name] = raw.field(name)
+        micros = (stamp - _EPOCH) // dt.timedelta(microseconds=1)
+        columns["ingested_at"] = pa.array([micros] * len(raw), pa.int64()).view(
+            schema.field("ingested_at").type
+        )
+        return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=schema)
+    except (TypeError, ValueError, OverflowError, pa.ArrowException):
+        return None
 
 
 def concat_tables(tables: Iterable[pa.Table]) -> pa.Table:

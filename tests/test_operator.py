@@ -249,13 +249,13 @@ def test_first_page_sized_to_the_gap(sandbox: SandboxServer, use_conn: Any, tmp_
     op = ShortInterestToParquetOperator(task_id="t", symbols="HK.00700", lake_path=str(tmp_path))
     hook = ShortInterestHook()
     counts: list[int] = []
-    real_get_page = hook.get_page
+    real_get_raw_page = hook._get_raw_page
 
-    def spy(symbol: str, count: int = 30, next_key: str | None = None) -> Any:
+    def spy(symbol: str, count: int, next_key: str | None) -> Any:
         counts.append(count)
-        return real_get_page(symbol, count=count, next_key=next_key)
+        return real_get_raw_page(symbol, count, next_key)
 
-    hook.get_page = spy  # type: ignore[method-assign]
+    hook._get_raw_page = spy  # type: ignore[method-assign]
     bound = dt.date(2026, 5, 15)
     assert op._fetch(hook, "HK.00700", bound).num_rows == 0
     assert hook.requests_made == 1 and sandbox.stats()["by_symbol"] == {"HK.00700": 1}

@@ -113,3 +113,104 @@ def test_parser_returns_typed_rows_or_response_error(value: object) -> None:
             assert row[name] is None or type(row[name]) is int
         for name in ("close_price", "short_percent"):
             assert row[name] is None or type(row[name]) is float
+
+
+STAMP = dt.datetime(2026, 5, 16, tzinfo=dt.timezone.utc)
+
+
+def slow_path(symbol: str, items: object) -> pa.Table | type[ShortInterestResponseError]:
+    try:
+        return rows_to_table(parse_items(symbol, items), STAMP)
+    except ShortInterestResponseError:
+        return ShortInterestResponseError
+
+
+def test_fast_path_matches_row_parser_on_api_pages() -> None:
+    from airflow_provider_shortint.records import _items_to_table_fast, items_to_table
+
+    us_item = {
+        "shares_short": "157621462",
+        "short_percent": 1.06,
+        "avg_daily_share_volume": "51292959",
+        "days_to_cover": 3.07,
+        "close_price": 186.71,
+        "last_close_price": 186.95,
+        "avg_daily_short_volume": "24450050",
+        "timestamp": 1778817600000,
+        "timestamp_str": "2026-05-15",
+    }
+    items = [
+        us_item,
+        {**us_item, "timestamp_str": "2026-04-30", "days_to_cover": None},
+        {"timestamp_str": "2026-04-15"},
+    ]
+    fast = _items_to_table_fast("US.AAPL", items, STAMP)
+    assert fast is not None  # the Arrow path really ran
+    assert fast.equals(slow_path("US.AAPL", items))
+    assert items_to_table("US.AAPL", items, STAMP, no_booleans=True).equals(fast)
+    # Values the fast path must not take at face value fall back to the row parser.
+    for odd in (
+        {"timestamp": 1.5},
+        {"timestamp": 2**60 + 1},
+        {"shares_short": " 12"},
+        {"close_price": "1.5"},
+    ):
+        patched = [{**us_item, **odd}]
+        assert _items_to_table_fast("US.AAPL", patched, STAMP) is None
+        expected = slow_path("US.AAPL", patched)
+        if expected is ShortInterestResponseError:
+            with pytest.raises(ShortInterestResponseError):
+                items_to_table("US.AAPL", patched, STAMP, no_booleans=True)
+        else:
+            assert items_to_table("US.AAPL", patched, STAMP, no_booleans=True).equals(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(item_like, max_size=4))
+def test_fast_path_equals_row_parser(items: list[dict[str, object]]) -> None:
+    """items_to_table gives exactly the row parser's table, or the same error, on arbitrary items."""
+    from airflow_provider_shortint.records import items_to_table
+
+    items = json.loads(json.dumps(items))
+    text = json.dumps(items)
+    expected = slow_path("HK.00700", items)
+    no_booleans = "true" not in text and "false" not in text
+    if expected is ShortInterestResponseError:
+        with pytest.raises(ShortInterestResponseError):
+            items_to_table("HK.00700", items, STAMP, no_booleans=no_booleans)
+    else:
+        assert items_to_table("HK.00700", items, STAMP, no_booleans=no_booleans).equals(expected)
+
+
+api_item = st.fixed_dictionaries(
+    {"timestamp_str": st.dates(min_value=dt.date(1, 1, 1)).map(dt.date.isoformat)},
+    optional={
+        "timestamp": st.integers(min_value=-(2**63), max_value=2**63) | st.floats(allow_nan=False),
+        **{
+            name: st.integers(min_value=-(2**64), max_value=2**64).map(str) | st.none()
+            for name in (
+                "aggregated_short",
+                "shares_short",
+                "avg_daily_share_volume",
+                "avg_daily_short_volume",
+            )
+        },
+        **{
+            name: st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**60), 2**60) | st.none()
+            for name in ("close_price", "last_close_price", "aggregated_short_ratio", "short_percent")
+        },
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(api_item, min_size=1, max_size=5))
+def test_fast_path_equals_row_parser_on_wellformed_items(items: list[dict[str, object]]) -> None:
+    from airflow_provider_shortint.records import items_to_table
+
+    expected = slow_path("US.AAPL", items)
+    if expected is ShortInterestResponseError:
+        with pytest.raises(ShortInterestResponseError):
+            items_to_table("US.AAPL", items, STAMP, no_booleans=True)
+    else:
+        assert items_to_table("US.AAPL", items, STAMP, no_booleans=True).equals(expected)

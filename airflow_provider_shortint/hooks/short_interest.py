@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseHook
@@ -26,7 +26,13 @@ from airflow_provider_shortint.exceptions import (
     ShortInterestServerError,
 )
 from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
-from airflow_provider_shortint.records import INT_FIELDS, ShortInterestPage, parse_items, rows_to_table
+from airflow_provider_shortint.records import (
+    INT_FIELDS,
+    ShortInterestPage,
+    concat_tables,
+    items_to_table,
+    parse_items,
+)
 from airflow_provider_shortint.symbols import market_of, normalize_symbol
 
 if TYPE_CHECKING:
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     import requests
 
 MAX_COUNT = 90
+_T = TypeVar("_T")
 # Longest wait a Retry-After header can impose (a broken "Retry-After: 1e9" must not park a task forever).
 MAX_RETRY_AFTER = 300.0
 END_MARKERS = (None, "", "-1")
@@ -190,6 +197,14 @@ def _clip(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _RawPage(NamedTuple):
+    """A page as sent: ``items`` unparsed, ``next_key`` None on the last page."""
+
+    items: object
+    next_key: str | None
+    no_booleans: bool  # the body has no JSON true/false: Arrow's direct conversion is exact
+
+
 class _Retry(Exception):
     """A transient failure: retry after backoff (or after ``retry_after`` seconds if the server said so)."""
 
@@ -296,27 +311,34 @@ class ShortInterestHook(BaseHook):
         count = validate_count(count)
         if next_key is not None and (not isinstance(next_key, str) or next_key in ("", "-1")):
             raise InvalidParameterError(
-                f"next_key must be a key returned by a previous page, got {next_key!r} "
+                f"next_key must be a key returned by a previous page, got {_clip(repr(next_key), 80)} "
                 "(that value marks the last page)"
             )
-        payload = self._call(symbol, count, next_key)
+        raw = self._get_raw_page(symbol, count, next_key)
+        return ShortInterestPage(symbol, market_of(symbol), parse_items(symbol, raw.items), raw.next_key)
+
+    def _get_raw_page(self, symbol: str, count: int, next_key: str | None) -> _RawPage:
+        """One request for validated arguments: the envelope checked, the items left as sent."""
+        payload, no_booleans = self._call(symbol, count, next_key)
         if payload is None:  # ret_code -10: the security has no short interest data
-            return ShortInterestPage(symbol, market_of(symbol), [], None)
+            return _RawPage([], None, no_booleans)
         data = payload.get("data")
         if not isinstance(data, dict):
             raise ShortInterestResponseError(
                 f"{symbol}: response has ret_code 0 but no 'data' object", ret_code=0, symbol=symbol
             )
-        items = parse_items(symbol, data.get("items"))
         key = data.get("next_key")
         if key is not None and not isinstance(key, str):
             raise ShortInterestResponseError(
                 f"{symbol}: next_key is not a string: {_clip(repr(key), 80)}", symbol=symbol
             )
-        return ShortInterestPage(symbol, market_of(symbol), items, None if key in END_MARKERS else key)
+        return _RawPage(data.get("items"), None if key in END_MARKERS else key, no_booleans)
 
-    def _call(self, symbol: str, count: int, next_key: str | None) -> dict[str, Any] | None:
-        """Send one request with retries; return the JSON payload (None for no_data) or raise."""
+    def _call(self, symbol: str, count: int, next_key: str | None) -> tuple[dict[str, Any] | None, bool]:
+        """Send one request with retries; return the JSON payload (None for no_data) or raise.
+
+        The flag says the body holds no JSON ``true``/``false``, so Arrow may convert its items directly.
+        """
         import requests
 
         url = f"{self.settings.base_url}/v1/quote/{quote(symbol, safe='.')}/short-selling/short-interest"
@@ -335,7 +357,8 @@ class ShortInterestHook(BaseHook):
                         raise _Retry(f"no answer within {self.settings.timeout:g} s") from None
                     except requests.RequestException as err:
                         raise _Retry(f"connection failed ({type(err).__name__})") from None
-                return self._interpret(symbol, response)
+                payload = self._interpret(symbol, response)
+                return payload, b"true" not in response.content and b"false" not in response.content
             except _Retry as retry:
                 if attempt == attempts:
                     raise ShortInterestServerError(
@@ -437,45 +460,70 @@ class ShortInterestHook(BaseHook):
         Raises ``ShortInterestResponseError`` if the server hands out the same key twice.
         """
         symbol = normalize_symbol(symbol)
+
+        def to_page(raw: _RawPage) -> tuple[ShortInterestPage, dt.date | None]:
+            page = ShortInterestPage(symbol, market_of(symbol), parse_items(symbol, raw.items), raw.next_key)
+            return page, page.oldest_date
+
+        yield from self._paginate(symbol, page_size, stop_after, first_page_size, to_page)
+
+    def _paginate(
+        self,
+        symbol: str,
+        page_size: int,
+        stop_after: dt.date | str | None,
+        first_page_size: int | None,
+        convert: Callable[[_RawPage], tuple[_T, dt.date | None]],
+    ) -> Iterator[_T]:
+        """The paging loop: ``convert`` turns each raw page into a result and the page's oldest date."""
         page_size = validate_count(page_size, "page_size")
-        count = (
-            validate_count(first_page_size, "first_page_size") if first_page_size is not None else page_size
-        )
+        count = page_size if first_page_size is None else validate_count(first_page_size, "first_page_size")
         stop = to_date(stop_after, "stop_after")
         seen: set[str] = set()
         next_key: str | None = None
         while True:
-            page = self.get_page(symbol, count=count, next_key=next_key)
-            yield page
-            oldest = page.oldest_date
-            if (
-                page.next_key is None
-                or not page.items
-                or (stop is not None and oldest is not None and oldest <= stop)
-            ):
+            raw = self._get_raw_page(symbol, count, next_key)
+            result, oldest = convert(raw)
+            yield result
+            if raw.next_key is None or oldest is None or (stop is not None and oldest <= stop):
                 return
-            if page.next_key in seen:
+            if raw.next_key in seen:
                 raise ShortInterestResponseError(
-                    f"{symbol}: the server returned next_key {page.next_key!r} twice; "
+                    f"{symbol}: the server returned next_key {_clip(repr(raw.next_key), 80)} twice; "
                     "stopping instead of looping",
                     symbol=symbol,
                 )
-            seen.add(page.next_key)
-            next_key = page.next_key
+            seen.add(raw.next_key)
+            next_key = raw.next_key
             count = page_size
 
     def get_history(
-        self, symbol: str, since: dt.date | str | None = None, page_size: int = MAX_COUNT
+        self,
+        symbol: str,
+        since: dt.date | str | None = None,
+        page_size: int = MAX_COUNT,
+        first_page_size: int | None = None,
     ) -> pa.Table:
-        """All rows with ``trade_date > since`` (everything if None) as a table in the lake schema."""
+        """All rows with ``trade_date > since`` (everything if None) as a table in the lake schema.
+
+        Pages stop as soon as one reaches ``since``; ``first_page_size`` sizes the first request to the
+        expected gap. Items go straight from JSON to Arrow (see ``records.items_to_table``).
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        symbol = normalize_symbol(symbol)
         bound = to_date(since, "since")
-        rows = [
-            row
-            for page in self.iter_pages(symbol, page_size=page_size, stop_after=bound)
-            for row in page.items
-            if bound is None or row["trade_date"] > bound
-        ]
-        return rows_to_table(rows)
+        stamp = dt.datetime.now(dt.timezone.utc)
+
+        def to_table(raw: _RawPage) -> tuple[pa.Table, dt.date | None]:
+            table = items_to_table(symbol, raw.items, stamp, no_booleans=raw.no_booleans)
+            oldest: dt.date | None = pc.min(table.column("trade_date")).as_py()
+            if bound is not None:
+                table = table.filter(pc.greater(table.column("trade_date"), pa.scalar(bound, pa.date32())))
+            return table, oldest
+
+        return concat_tables(self._paginate(symbol, page_size, bound, first_page_size, to_table))
 
     def get_latest(self, symbol: str) -> dict[str, Any] | None:
         """The newest record of ``symbol`` (one request, count=1), or None if it has none."""

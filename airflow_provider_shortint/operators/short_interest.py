@@ -168,22 +168,12 @@ class ShortInterestToParquetOperator(BaseOperator):
 
     def _fetch(self, hook: ShortInterestHook, symbol: str, bound: dt.date | None) -> pa.Table:
         """Rows of ``symbol`` newer than ``bound``, asking for no page beyond the bound."""
-        from airflow_provider_shortint.records import rows_to_table
-
         first = self.page_size
         if bound is not None:
             # One more than the records expected since the bound, so the first page reaches the bound.
             gap_days = max((dt.datetime.now(dt.timezone.utc).date() - bound).days, 0)
             first = min(self.page_size, math.ceil(gap_days / CADENCE_DAYS[market_of(symbol)]) + 2)
-        rows = [
-            row
-            for page in hook.iter_pages(
-                symbol, page_size=self.page_size, stop_after=bound, first_page_size=first
-            )
-            for row in page.items
-            if bound is None or row["trade_date"] > bound
-        ]
-        return rows_to_table(rows)
+        return hook.get_history(symbol, since=bound, page_size=self.page_size, first_page_size=first)
 
     def _commit(
         self,
