@@ -523,18 +523,28 @@ def _split_partitions(table: pa.Table) -> list[tuple[str, dt.date, pa.Table]]:
         sort_keys=[("__market", "ascending"), ("trade_date", "ascending"), ("symbol", "ascending")],
     )
     rows = rows.take(order)
-    market_list = keyed.column("__market").take(order).to_pylist()
-    date_list = rows.column("trade_date").to_pylist()
-    result: list[tuple[str, dt.date, pa.Table]] = []
-    start = 0
-    for index in range(1, len(date_list) + 1):
-        if index == len(date_list) or (market_list[index], date_list[index]) != (
-            market_list[start],
-            date_list[start],
-        ):
-            result.append((market_list[start], date_list[start], rows.slice(start, index - start)))
-            start = index
-    return result
+    # Partition boundaries from one group_by over the sorted rows: Python loops per partition, not per row.
+    keys = pa.table(
+        {
+            "market": keyed.column("__market").take(order),
+            "trade_date": rows.column("trade_date"),
+            "pos": pa.array(range(rows.num_rows), pa.int64()),
+        }
+    )
+    groups = keys.group_by(["market", "trade_date"], use_threads=False).aggregate(
+        [("pos", "min"), ("pos", "count")]
+    )
+    groups = groups.sort_by("pos_min")
+    return [
+        (market, day, rows.slice(start, count))
+        for market, day, start, count in zip(
+            groups.column("market").to_pylist(),
+            groups.column("trade_date").to_pylist(),
+            groups.column("pos_min").to_pylist(),
+            groups.column("pos_count").to_pylist(),
+            strict=True,
+        )
+    ]
 
 
 def _check_symbols(table: pa.Table) -> None:

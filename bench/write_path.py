@@ -13,7 +13,6 @@ dates and 1,000 US symbols x 120 twice-monthly dates = 520,000 rows in 520 (mark
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -126,12 +125,6 @@ def upsert(table: pa.Table, lake_dir: str) -> Any:
     return open_lake(lake_dir).upsert(table)
 
 
-def lake_split(table: pa.Table) -> list[tuple[str, dt.date, pa.Table]]:
-    from airflow_provider_shortint.lake import _split_partitions
-
-    return _split_partitions(table)
-
-
 def latest(lake_dir: str, symbols: list[str]) -> Any:
     from airflow_provider_shortint.lake import open_lake
 
@@ -160,62 +153,11 @@ def naive_write(table: pa.Table, out_dir: str) -> None:
     )
 
 
-def split_partitions_vectorized(table: pa.Table) -> list[tuple[str, dt.date, pa.Table]]:
-    """Bench-only prototype of a fix for lake._split_partitions: same result, no per-row Python loop.
-
-    The partition boundaries come from one group_by over the sorted rows (start offset and length per
-    (market, trade_date)), so Python iterates once per partition instead of once per row.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    position = pa.array(range(table.num_rows), pa.int64())
-    indexed = table.append_column("__row", position)
-    last = indexed.group_by(["symbol", "trade_date"], use_threads=False).aggregate([("__row", "max")])
-    rows = table.take(last.column("__row_max"))
-    markets = pc.if_else(pc.starts_with(rows.column("symbol"), "HK."), "HK", "US")
-    keyed = rows.append_column("__market", markets)
-    order = pc.sort_indices(
-        keyed,
-        sort_keys=[("__market", "ascending"), ("trade_date", "ascending"), ("symbol", "ascending")],
-    )
-    rows = rows.take(order)
-    keys = pa.table(
-        {
-            "market": keyed.column("__market").take(order),
-            "trade_date": rows.column("trade_date"),
-            "pos": pa.array(range(rows.num_rows), pa.int64()),
-        }
-    )
-    groups = keys.group_by(["market", "trade_date"], use_threads=False).aggregate(
-        [("pos", "min"), ("pos", "count")]
-    )
-    groups = groups.sort_by("pos_min")
-    return [
-        (market, day, rows.slice(start, count))
-        for market, day, start, count in zip(
-            groups.column("market").to_pylist(),
-            groups.column("trade_date").to_pylist(),
-            groups.column("pos_min").to_pylist(),
-            groups.column("pos_count").to_pylist(),
-            strict=True,
-        )
-    ]
-
-
-def upsert_variant(table: pa.Table, lake_dir: str, fsync: bool = True, vectorized: bool = False) -> Any:
-    """upsert() with the lake's fsync switched off and/or the prototype split patched in (bench only)."""
+def upsert_without_fsync(table: pa.Table, lake_dir: str) -> Any:
+    """upsert() with the lake's fsync switched off, to show what durability costs (bench only)."""
     from unittest import mock
 
-    import airflow_provider_shortint.lake as lake_module
-
-    with contextlib.ExitStack() as stack:
-        if not fsync:
-            stack.enter_context(mock.patch("os.fsync", lambda fd: None))
-        if vectorized:
-            stack.enter_context(
-                mock.patch.object(lake_module, "_split_partitions", split_partitions_vectorized)
-            )
+    with mock.patch("os.fsync", lambda fd: None):
         return upsert(table, lake_dir)
 
 
@@ -278,8 +220,7 @@ def run(quick: bool = False) -> Report:
             {
                 "upsert": lambda: upsert(full, outputs["upsert"]),
                 "naive": lambda: naive_write(full, outputs["naive"]),
-                "nofsync": lambda: upsert_variant(full, outputs["nofsync"], fsync=False),
-                "vectorized": lambda: upsert_variant(full, outputs["vectorized"], vectorized=True),
+                "nofsync": lambda: upsert_without_fsync(full, outputs["nofsync"]),
             },
             repeat_full,
             setup=fresh,
@@ -304,16 +245,14 @@ def run(quick: bool = False) -> Report:
             f"{full.num_rows / t_up:,.0f} rows/s",
             f"{full.num_rows / t_naive:,.0f} rows/s",
         )
-        for key, label in (
-            ("nofsync", "  same upsert, fsync patched out"),
-            ("vectorized", "  upsert + vectorized split (prototype)"),
-        ):
-            t_variant = median(times[key])
-            report.add(
-                label, f"{t_variant:.2f} s", f"{t_naive:.2f} s naive", f"{t_variant / t_naive:.2f}", "(info)"
-            )
-        same = [(m, d, t.num_rows) for m, d, t in split_partitions_vectorized(full)]
-        assert same == [(m, d, t.num_rows) for m, d, t in lake_split(full)], "prototype differs"
+        t_variant = median(times["nofsync"])
+        report.add(
+            "  same upsert, fsync patched out",
+            f"{t_variant:.2f} s",
+            f"{t_naive:.2f} s naive",
+            f"{t_variant / t_naive:.2f}",
+            "(info)",
+        )
 
         # 2. incremental: one new date into 1x and 10x history
         lake1 = f"{tmp}/lake1"
