@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import math
-import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
 from airflow_provider_shortint import __version__
+from airflow_provider_shortint.connection import ConnectionSettings
 from airflow_provider_shortint.exceptions import (
     ERRORS_BY_RET_CODE,
     InvalidParameterError,
@@ -26,164 +22,18 @@ from airflow_provider_shortint.exceptions import (
     ShortInterestServerError,
 )
 from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
-from airflow_provider_shortint.records import (
-    INT_FIELDS,
-    ShortInterestPage,
-    concat_tables,
-    items_to_table,
-    parse_items,
-)
+from airflow_provider_shortint.records import ShortInterestPage, concat_tables, items_to_table, parse_items
+from airflow_provider_shortint.retry import TransientFailure, backoff_delay, retry_after
 from airflow_provider_shortint.symbols import market_of, normalize_symbol
+from airflow_provider_shortint.validation import MAX_COUNT, to_date, validate_count
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     import requests
 
-MAX_COUNT = 90
 _T = TypeVar("_T")
-# Longest wait a Retry-After header can impose (a broken "Retry-After: 1e9" must not park a task forever).
-MAX_RETRY_AFTER = 300.0
-END_MARKERS = (None, "", "-1")
-# SDK frame columns: the documented ones first, then the REST fields the SDK table leaves out.
-SDK_COLUMNS = {
-    "HK": (
-        "timestamp",
-        "timestamp_str",
-        "aggregated_short",
-        "aggregated_short_ratio",
-        "close_price",
-        "last_close_price",
-        "avg_cost",
-        "avg_daily_short_volume",
-    ),
-    "US": (
-        "timestamp",
-        "timestamp_str",
-        "shares_short",
-        "short_percent",
-        "avg_daily_share_volume",
-        "days_to_cover",
-        "close_price",
-        "last_close_price",
-        "avg_daily_short_volume",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """What the hook takes from the Airflow connection, validated."""
-
-    base_url: str
-    token: str | None = field(repr=False)
-    timeout: float = 30.0
-    verify_ssl: bool = True
-    rate_limit_calls: int = 30
-    rate_limit_period: float = 30.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    rate_limit_state_dir: str | None = None
-
-    @classmethod
-    def from_connection(cls, conn: Any) -> ConnectionSettings:
-        """Read host/port/password/extras of an Airflow connection; bad values raise one clear error."""
-        conn_id = getattr(conn, "conn_id", None)
-        host = (conn.host or "").strip()
-        if not host:
-            raise InvalidParameterError(
-                f"connection {conn_id!r} has no host: set it to the API's base URL, e.g. https://api.example.com"
-            )
-        if "://" not in host:
-            host = f"{conn.schema or 'https'}://{host}"
-        parts = urlsplit(host)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidParameterError(f"connection {conn_id!r} host {host!r} is not an http(s) URL")
-        netloc = parts.netloc
-        if conn.port and parts.port is None:
-            netloc = f"{netloc}:{int(conn.port)}"
-        base_url = f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
-        extra = conn.extra_dejson or {}
-        known = {
-            "timeout",
-            "verify_ssl",
-            "rate_limit_calls",
-            "rate_limit_period",
-            "max_retries",
-            "backoff_base",
-            "rate_limit_state_dir",
-        }
-
-        def get(name: str, convert: Callable[[Any], Any], default: Any, valid: Callable[[Any], bool]) -> Any:
-            raw = extra.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = convert(raw)
-            except (TypeError, ValueError):
-                value = None
-            if value is None or not valid(value):
-                raise InvalidParameterError(
-                    f"connection {conn_id!r} extra {name!r} has an invalid value {raw!r}"
-                )
-            return value
-
-        unknown = sorted(set(extra) - known)
-        if unknown:
-            logging.getLogger(__name__).warning("connection %r: ignoring unknown extras %s", conn_id, unknown)
-        return cls(
-            base_url=base_url,
-            token=conn.password or None,
-            timeout=get("timeout", float, 30.0, lambda v: v > 0),
-            verify_ssl=get("verify_ssl", _to_bool, True, lambda v: True),
-            rate_limit_calls=get("rate_limit_calls", _to_int, 30, lambda v: v >= 1),
-            rate_limit_period=get("rate_limit_period", float, 30.0, lambda v: v > 0),
-            max_retries=get("max_retries", _to_int, 5, lambda v: 0 <= v <= 100),
-            backoff_base=get("backoff_base", float, 1.0, lambda v: v >= 0),
-            rate_limit_state_dir=get("rate_limit_state_dir", str, None, bool),
-        )
-
-
-def _to_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text)
-
-
-def _to_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    number = float(value)
-    return int(number) if number.is_integer() else None
-
-
-def validate_count(count: object, name: str = "count") -> int:
-    """``count`` must be an int in 1..90; checked before any request is spent."""
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-        raise InvalidParameterError(f"{name} must be an integer from 1 to {MAX_COUNT}, got {count!r}")
-    return count
-
-
-def to_date(value: object, name: str) -> dt.date | None:
-    """Accept None, a date/datetime or an ISO ``YYYY-MM-DD`` string (templated values arrive as strings)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return dt.date.fromisoformat(text)
-        except ValueError:
-            pass
-        try:
-            return dt.datetime.fromisoformat(text).date()
-        except ValueError:
-            pass
-    raise InvalidParameterError(f"{name} must be an ISO date like '2026-05-15', got {value!r}")
+END_MARKERS = (None, "", "-1")  # next_key values that mark the last page
 
 
 def _excerpt(body: bytes, limit: int = 120) -> str:
@@ -203,16 +53,6 @@ class _RawPage(NamedTuple):
     items: object
     next_key: str | None
     no_booleans: bool  # the body has no JSON true/false: Arrow's direct conversion is exact
-
-
-class _Retry(Exception):
-    """A transient failure: retry after backoff (or after ``retry_after`` seconds if the server said so)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        self.status = status
 
 
 class ShortInterestHook(BaseHook):
@@ -354,12 +194,12 @@ class ShortInterestHook(BaseHook):
                     try:
                         response = session.get(url, params=params, timeout=self.settings.timeout)
                     except requests.Timeout:
-                        raise _Retry(f"no answer within {self.settings.timeout:g} s") from None
+                        raise TransientFailure(f"no answer within {self.settings.timeout:g} s") from None
                     except requests.RequestException as err:
-                        raise _Retry(f"connection failed ({type(err).__name__})") from None
+                        raise TransientFailure(f"connection failed ({type(err).__name__})") from None
                 payload = self._interpret(symbol, response)
                 return payload, b"true" not in response.content and b"false" not in response.content
-            except _Retry as retry:
+            except TransientFailure as retry:
                 if attempt == attempts:
                     raise ShortInterestServerError(
                         f"{symbol}: {retry.reason}; gave up after {attempts} attempt(s)",
@@ -367,7 +207,9 @@ class ShortInterestHook(BaseHook):
                         symbol=symbol,
                         status=retry.status,
                     ) from None
-                delay = self._backoff(attempt, retry.retry_after)
+                delay = backoff_delay(
+                    attempt, self.settings.backoff_base, self.backoff_max, retry.retry_after
+                )
                 self.log.warning(
                     "%s: %s; retrying in %.2f s (attempt %d of %d)",
                     symbol,
@@ -379,19 +221,11 @@ class ShortInterestHook(BaseHook):
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter; never shorter than the server's Retry-After."""
-        ceiling = min(self.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
-        delay = random.uniform(ceiling / 2, ceiling)
-        if retry_after is not None:
-            delay = max(delay, retry_after + random.uniform(0, 0.1 * retry_after + 0.01))
-        return delay
-
     def _interpret(self, symbol: str, response: requests.Response) -> dict[str, Any] | None:
         status = response.status_code
         body = response.content
         if status == 429:
-            raise _Retry("HTTP 429 (rate limited)", _retry_after(response), status)
+            raise TransientFailure("HTTP 429 (rate limited)", retry_after(response), status)
         if status in (401, 403):
             raise ShortInterestAuthError(
                 f"{symbol}: HTTP {status}: the API refused the connection's token "
@@ -406,7 +240,7 @@ class ShortInterestHook(BaseHook):
         if isinstance(payload, dict) and "ret_code" in payload:
             return self._dispatch(symbol, status, payload, body)
         if status >= 500:
-            raise _Retry(f"HTTP {status}: {_excerpt(body, 60)!r}", _retry_after(response), status)
+            raise TransientFailure(f"HTTP {status}: {_excerpt(body, 60)!r}", retry_after(response), status)
         raise ShortInterestResponseError(
             f"{symbol}: HTTP {status} with a body that is not the API's JSON envelope: {_excerpt(body)!r}",
             symbol=symbol,
@@ -427,7 +261,7 @@ class ShortInterestHook(BaseHook):
             self.log.info("%s: the API has no short interest data for this security (ret_code -10)", symbol)
             return None
         if ret_code == -5:
-            raise _Retry(f"internal error (ret_code -5): {message}")
+            raise TransientFailure(f"internal error (ret_code -5): {message}")
         error_class = ERRORS_BY_RET_CODE.get(ret_code) if isinstance(ret_code, int) else None
         if error_class is None:
             raise ShortInterestResponseError(
@@ -538,16 +372,9 @@ class ShortInterestHook(BaseHook):
         Unlike the SDK it raises instead of returning an error code. ``timestamp`` is in seconds, as the
         SDK prints it; the REST endpoint's milliseconds stay available through :meth:`get_page`.
         """
-        import pandas as pd
+        from airflow_provider_shortint.sdk_frames import sdk_frames
 
-        page = self.get_page(code, count=30 if num is None else num, next_key=next_key)
-        frames: dict[str, pd.DataFrame] = {}
-        for market, columns in SDK_COLUMNS.items():
-            rows = page.items if market == page.market else []
-            frame = pd.DataFrame({column: _sdk_column(rows, column) for column in columns})
-            frame.attrs["next_key"] = (page.next_key or "-1") if market == page.market else "-1"
-            frames[market] = frame
-        return frames["US"], frames["HK"]
+        return sdk_frames(self.get_page(code, count=30 if num is None else num, next_key=next_key))
 
     def test_connection(self) -> tuple[bool, str]:
         """One request for HK.00700's newest record; ``(ok, message)`` for the Airflow UI."""
@@ -559,50 +386,3 @@ class ShortInterestHook(BaseHook):
             return False, f"{type(err).__name__}: {err}"
         newest = latest["trade_date"].isoformat() if latest else "no data"
         return True, f"Connected to {self.settings.base_url}: HK.00700 newest record {newest}"
-
-
-def _sdk_column(rows: list[dict[str, Any]], column: str) -> Any:
-    import pandas as pd
-
-    if column == "timestamp_str":
-        return pd.Series([row["trade_date"].isoformat() for row in rows], dtype=object)
-    values = [row.get(column) for row in rows]
-    if column == "timestamp":
-        values = [None if v is None else v // 1000 for v in values]
-    if column == "timestamp" or column in INT_FIELDS:
-        return pd.Series(values, dtype="int64" if None not in values else "Int64")
-    return pd.Series(values, dtype="float64")
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds the server asked us to wait (``X-Retry-After-Ms`` or ``Retry-After``), if any.
-
-    Clamped to 0..``MAX_RETRY_AFTER``; values that are not finite numbers or dates are ignored.
-    """
-    millis = response.headers.get("X-Retry-After-Ms")
-    if millis:
-        try:
-            return _clamp_wait(float(millis) / 1000)
-        except ValueError:
-            pass
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return _clamp_wait(float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
-            when = when.replace(tzinfo=dt.timezone.utc)
-        return _clamp_wait((when - dt.datetime.now(dt.timezone.utc)).total_seconds())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _clamp_wait(seconds: float) -> float | None:
-    """A server-requested wait within 0..MAX_RETRY_AFTER; None for NaN (ignored)."""
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

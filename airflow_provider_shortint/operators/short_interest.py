@@ -17,8 +17,8 @@ from airflow_provider_shortint.exceptions import (
     InvalidSymbolError,
     UnsupportedSecurityError,
 )
-from airflow_provider_shortint.hooks.short_interest import MAX_COUNT, to_date, validate_count
 from airflow_provider_shortint.symbols import market_of, parse_symbols
+from airflow_provider_shortint.validation import MAX_COUNT, to_date, validate_count
 
 if TYPE_CHECKING:
     import pyarrow as pa

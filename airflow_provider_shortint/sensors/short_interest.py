@@ -85,8 +85,8 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
             raise ValueError(f"max_failures must be an integer >= 1, got {max_failures!r}")
         self.max_failures = max_failures
         # Static (non-templated) values are checked now, so a typo fails the DAG import, not a run.
-        from airflow_provider_shortint.hooks.short_interest import to_date
         from airflow_provider_shortint.symbols import normalize_symbol
+        from airflow_provider_shortint.validation import to_date
 
         if isinstance(symbol, str) and not _is_template(symbol):
             normalize_symbol(symbol)
@@ -114,8 +114,8 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
 
     def _validated_input(self) -> tuple[str, dt.date | None]:
         """Canonical symbol and ``after`` as a date; bad input fails the task without a request."""
-        from airflow_provider_shortint.hooks.short_interest import to_date
         from airflow_provider_shortint.symbols import normalize_symbol
+        from airflow_provider_shortint.validation import to_date
 
         try:
             return normalize_symbol(self.symbol), to_date(self.after, "after")

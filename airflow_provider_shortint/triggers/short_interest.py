@@ -51,7 +51,7 @@ _MODULE = __name__
 
 def _iso(value: object, name: str) -> str | None:
     """Validate an ISO date (str/date/datetime/None) and return it as ``YYYY-MM-DD`` (or None)."""
-    from airflow_provider_shortint.hooks.short_interest import to_date
+    from airflow_provider_shortint.validation import to_date
 
     day = to_date(value, name)
     return None if day is None else day.isoformat()

@@ -1,0 +1,37 @@
+"""Checks of request arguments (counts, dates) made before a rate-limited request is spent."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow_provider_shortint.exceptions import InvalidParameterError
+
+MAX_COUNT = 90  # the endpoint's largest page
+
+
+def validate_count(count: object, name: str = "count") -> int:
+    """``count`` must be an int in 1..90; checked before any request is spent."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise InvalidParameterError(f"{name} must be an integer from 1 to {MAX_COUNT}, got {count!r}")
+    return count
+
+
+def to_date(value: object, name: str) -> dt.date | None:
+    """Accept None, a date/datetime or an ISO ``YYYY-MM-DD`` string (templated values arrive as strings)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            pass
+        try:
+            return dt.datetime.fromisoformat(text).date()
+        except ValueError:
+            pass
+    raise InvalidParameterError(f"{name} must be an ISO date like '2026-05-15', got {value!r}")
