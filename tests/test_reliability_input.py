@@ -35,6 +35,7 @@ from airflow_provider_shortint.operators.short_interest import ShortInterestToPa
 from airflow_provider_shortint.records import ShortInterestPage, parse_items
 from airflow_provider_shortint.sandbox import SandboxServer
 from airflow_provider_shortint.symbols import normalize_symbol
+from tests.test_records import HK_ITEM
 
 HookCall = Callable[[ShortInterestHook], object]
 SCALE = max(1, int(os.environ.get("SHORTINT_FUZZ_SCALE", "1")))
@@ -336,16 +337,6 @@ JSON = st.recursive(
     ),
     max_leaves=25,
 )
-HK_ITEM: dict[str, Any] = {
-    "aggregated_short": "54177721",
-    "aggregated_short_ratio": 0.59,
-    "avg_cost": 456.399,
-    "avg_daily_short_volume": "3755740",
-    "close_price": 456.4,
-    "last_close_price": 454.9,
-    "timestamp": 1778774400000,
-    "timestamp_str": "2026-05-15",
-}
 FIELDS = [*HK_ITEM, "shares_short", "short_percent", "avg_daily_share_volume", "days_to_cover"]
 
 

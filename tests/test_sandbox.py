@@ -19,6 +19,7 @@ import requests
 
 from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
 from airflow_provider_shortint.sandbox import data as sbdata
+from tests.test_records import HK_ITEM
 
 PATH = "/v1/quote/{}/short-selling/short-interest"
 TODAY = date(2026, 5, 15)
@@ -103,16 +104,7 @@ def test_hk_00700_documented_values(sb: SandboxServer) -> None:
         assert (item["aggregated_short"], item["aggregated_short_ratio"]) == (short, ratio)
         assert (item["close_price"], item["last_close_price"]) == (close, last_close)
         assert isinstance(item["avg_cost"], float) and isinstance(item["avg_daily_short_volume"], str)
-    assert items[0] == {
-        "aggregated_short": "54177721",
-        "aggregated_short_ratio": 0.59,
-        "avg_cost": 456.399,
-        "avg_daily_short_volume": "3755740",
-        "close_price": 456.4,
-        "last_close_price": 454.9,
-        "timestamp": 1778774400000,
-        "timestamp_str": "2026-05-15",
-    }
+    assert items[0] == HK_ITEM  # the REST document's example item, value for value
     assert items[1]["avg_cost"] == 471.399 and items[1]["avg_daily_short_volume"] == "2392820"
     assert items[1]["timestamp"] == 1778169600000
     assert get(sb, "hk.700", count=1).json()["data"]["items"][0] == items[0]
