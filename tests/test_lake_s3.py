@@ -187,3 +187,32 @@ def test_empty_prefix_reads_as_empty_lake(s3_endpoint: str, prefix: str) -> None
     lake = open_lake(f"s3://{CONN_ID}@{BUCKET}/{prefix}/nothing-here")
     assert lake.latest_dates() == {}
     assert lake.read().num_rows == 0
+
+
+def test_operator_loads_into_s3(s3_endpoint: str, prefix: str, sandbox: Any, use_conn: Any) -> None:
+    """The operator on lake_path="s3://conn@bucket/prefix": a full load, then an up-to-date run."""
+    from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
+
+    use_conn(sandbox.url)
+    lake_path = f"s3://{CONN_ID}@{BUCKET}/{prefix}"
+    symbols = ["HK.00700", "US.AAPL"]
+    full = ShortInterestToParquetOperator(
+        task_id="s3_full", symbols=symbols, lake_path=lake_path, mode="full"
+    )
+    assert [a.uri for a in full.outlets] == [
+        f"s3://{BUCKET}/{prefix}/market=HK",
+        f"s3://{BUCKET}/{prefix}/market=US",
+    ]
+    summary = full.execute(context={})  # type: ignore[arg-type]
+    expected = {symbol: sandbox.history(symbol) for symbol in symbols}
+    assert summary["rows_written"] == sum(len(h) for h in expected.values())
+    assert summary["lake"] == f"s3://{BUCKET}/{prefix}"
+    keys = objects(s3_endpoint, prefix)
+    assert len(keys) == len({(s[:2], item["timestamp_str"]) for s, h in expected.items() for item in h})
+    assert open_lake(lake_path).latest_dates(symbols) == {s: dt.date(2026, 5, 15) for s in symbols}
+
+    sandbox.reset_stats()
+    again = ShortInterestToParquetOperator(task_id="s3_incr", symbols=symbols, lake_path=lake_path)
+    summary = again.execute(context={})  # type: ignore[arg-type]
+    assert summary["requests"] == 2 and summary["rows_written"] == 0
+    assert objects(s3_endpoint, prefix) == keys  # nothing rewritten: same ETags and times

@@ -1,0 +1,61 @@
+"""The package as Airflow sees it: provider metadata, the `shortint` connection type, the CLI listings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import airflow
+import jsonschema
+
+from airflow_provider_shortint import __version__
+from airflow_provider_shortint.connection import KNOWN_EXTRAS
+from airflow_provider_shortint.get_provider_info import get_provider_info
+from tests.conftest import AirflowHome
+
+
+def test_provider_info_matches_airflow_schema() -> None:
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    assert info["package-name"] == "airflow-provider-shortint" and info["versions"] == [__version__]
+    (conn_type,) = info["connection-types"]
+    assert conn_type["connection-type"] == "shortint"
+    assert set(conn_type["conn-fields"]) == set(KNOWN_EXTRAS)
+    behaviour = conn_type["ui-field-behaviour"]
+    assert behaviour["relabeling"]["password"] == "API token"
+    assert set(behaviour["hidden-fields"]) == {"schema", "login", "port"}
+
+
+def test_declared_modules_import_without_pandas_or_pyarrow() -> None:
+    """Every module the provider declares imports cleanly, and none pulls pandas/pyarrow in at import."""
+    import subprocess
+    import sys
+
+    info = get_provider_info()
+    modules = [
+        m
+        for kind in ("hooks", "operators", "sensors", "triggers")
+        for e in info[kind]
+        for m in e["python-modules"]
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_airflow_cli_lists_provider_and_hook(airflow_home: AirflowHome) -> None:
+    providers = airflow_home.airflow("providers", "list", "--output", "json")
+    assert providers.returncode == 0, providers.stderr[-2000:]
+    listed = {p["package_name"]: p for p in json.loads(providers.stdout)}
+    assert listed["airflow-provider-shortint"]["version"] == __version__
+    hooks = airflow_home.airflow("providers", "hooks", "--output", "json")
+    assert hooks.returncode == 0, hooks.stderr[-2000:]
+    by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout)}
+    assert by_type["shortint"]["class"] == "airflow_provider_shortint.hooks.short_interest.ShortInterestHook"
+    assert by_type["shortint"]["conn_id_attribute_name"] == "shortint_conn_id"
