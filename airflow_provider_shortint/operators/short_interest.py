@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -115,41 +116,27 @@ class ShortInterestToParquetOperator(BaseOperator):
         self, hook: ShortInterestHook, lake: ParquetLake, symbols: list[str], since: dt.date | None
     ) -> dict[str, Any]:
         stored = lake.latest_dates(symbols) if self.mode == "incremental" else {}
-        latest: dict[str, str] = {}
+        totals = _Totals()
         for symbol, day in stored.items():
-            latest[market_of(symbol)] = max(latest.get(market_of(symbol), ""), day.isoformat())
-        summary: dict[str, Any] = {
-            "lake": lake.uri,
-            "mode": self.mode,
-            "symbols": len(symbols),
-            "requests": 0,
-            "rows_fetched": 0,
-            "rows_written": 0,
-            "partitions_written": 0,
-            "latest_trade_date": latest,
-            "failed": {},
-        }
-        written_markets: dict[str, int] = {}
-        touched: set[str] = set()
+            totals.see_date(market_of(symbol), day.isoformat())
         started = time.monotonic()
         for start in range(0, len(symbols), self.batch_size):
-            batch = symbols[start : start + self.batch_size]
             tables: list[pa.Table] = []
             try:
-                for offset, symbol in enumerate(batch, start=start + 1):
+                for offset, symbol in enumerate(symbols[start : start + self.batch_size], start=start + 1):
                     before = hook.requests_made
                     try:
                         table = self._fetch(hook, symbol, _later(since, stored.get(symbol)))
                     except SYMBOL_ERRORS as err:
-                        summary["failed"][symbol] = f"{err.error_code}: {err.message}"
+                        totals.failed[symbol] = f"{err.error_code}: {err.message}"
                         self.log.warning(
                             "[%d/%d] %s: rejected (%s)", offset, len(symbols), symbol, err.message
                         )
                         continue
                     finally:
-                        summary["requests"] += hook.requests_made - before
+                        totals.requests += hook.requests_made - before
                     tables.append(table)
-                    summary["rows_fetched"] += table.num_rows
+                    totals.rows_fetched += table.num_rows
                     self.log.info(
                         "[%d/%d] %s: %d new row(s), %d request(s) · ETA %s",
                         offset,
@@ -161,10 +148,8 @@ class ShortInterestToParquetOperator(BaseOperator):
                     )
             finally:
                 # Commit what this batch fetched even when a symbol failed hard: a retry resumes from here.
-                self._commit(lake, tables, summary, written_markets, touched)
-                summary["partitions_written"] = len(touched)
-        summary["rows_written_by_market"] = written_markets
-        return summary
+                self._commit(lake, tables, totals)
+        return totals.summary(lake.uri, self.mode, len(symbols))
 
     def _fetch(self, hook: ShortInterestHook, symbol: str, bound: dt.date | None) -> pa.Table:
         """Rows of ``symbol`` newer than ``bound``, asking for no page beyond the bound."""
@@ -175,14 +160,7 @@ class ShortInterestToParquetOperator(BaseOperator):
             first = min(self.page_size, math.ceil(gap_days / CADENCE_DAYS[market_of(symbol)]) + 2)
         return hook.get_history(symbol, since=bound, page_size=self.page_size, first_page_size=first)
 
-    def _commit(
-        self,
-        lake: ParquetLake,
-        tables: list[pa.Table],
-        summary: dict[str, Any],
-        by_market: dict[str, int],
-        touched: set[str],
-    ) -> None:
+    def _commit(self, lake: ParquetLake, tables: list[pa.Table], totals: _Totals) -> None:
         """Upsert one batch, market by market so the asset events can say how many rows each got."""
         import pyarrow.compute as pc
 
@@ -192,13 +170,11 @@ class ShortInterestToParquetOperator(BaseOperator):
         if table.num_rows == 0:
             return
         for market in sorted({market_of(symbol) for symbol in table.column("symbol").unique().to_pylist()}):
-            part = table.filter(pc.starts_with(table.column("symbol"), f"{market}."))
-            result = lake.upsert(part)
-            summary["rows_written"] += result.rows_written
-            touched.update(result.partitions_written)
-            by_market[market] = by_market.get(market, 0) + result.rows_written
+            result = lake.upsert(table.filter(pc.starts_with(table.column("symbol"), f"{market}.")))
+            totals.rows_written[market] = totals.rows_written.get(market, 0) + result.rows_written
+            totals.partitions.update(result.partitions_written)
             for name, day in result.latest_trade_date.items():
-                summary["latest_trade_date"][name] = max(summary["latest_trade_date"].get(name, ""), day)
+                totals.see_date(name, day)
 
     def _annotate_assets(self, context: Context, summary: dict[str, Any]) -> None:
         """Attach rows written and the latest trade date to this run's asset events."""
@@ -209,9 +185,38 @@ class ShortInterestToParquetOperator(BaseOperator):
         for market, asset in assets.items():
             if asset in self.outlets:
                 extra = events[asset].extra
-                extra["rows_written"] = summary.get("rows_written_by_market", {}).get(market, 0)
+                extra["rows_written"] = summary["rows_written_by_market"].get(market, 0)
                 extra["latest_trade_date"] = summary["latest_trade_date"].get(market)
                 extra["lake"] = lake_uri(self.lake_path)
+
+
+@dataclass
+class _Totals:
+    """What one run did, kept while it runs and turned into the XCom summary at the end."""
+
+    requests: int = 0
+    rows_fetched: int = 0
+    rows_written: dict[str, int] = field(default_factory=dict)  # market -> rows new or changed
+    partitions: set[str] = field(default_factory=set)  # "market=HK/dt=..." written
+    latest_trade_date: dict[str, str] = field(default_factory=dict)  # market -> newest ISO date
+    failed: dict[str, str] = field(default_factory=dict)  # symbol -> why the API rejected it
+
+    def see_date(self, market: str, day: str) -> None:
+        self.latest_trade_date[market] = max(self.latest_trade_date.get(market, ""), day)
+
+    def summary(self, lake: str, mode: str, symbols: int) -> dict[str, Any]:
+        return {
+            "lake": lake,
+            "mode": mode,
+            "symbols": symbols,
+            "requests": self.requests,
+            "rows_fetched": self.rows_fetched,
+            "rows_written": sum(self.rows_written.values()),
+            "rows_written_by_market": dict(sorted(self.rows_written.items())),
+            "partitions_written": len(self.partitions),
+            "latest_trade_date": dict(sorted(self.latest_trade_date.items())),
+            "failed": self.failed,
+        }
 
 
 def _later(a: dt.date | None, b: dt.date | None) -> dt.date | None:
