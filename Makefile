@@ -1,5 +1,6 @@
 # `make demo` runs the whole pipeline on the sandbox; `make test` runs lint, types and tests.
-# Both build .venv themselves: uv if it is there (or installable with pip), plain venv + pip otherwise.
+# Both build .venv themselves: with uv if it is on PATH, else a plain venv that gets uv (or pip) inside it;
+# nothing is installed outside .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,20 +14,19 @@ help:
 	@echo "make bench  - benchmarks (docs/BENCHMARKS.md)"
 
 $(STAMP): pyproject.toml
+	@echo "building $(VENV) (the first time takes a minute or two)..."
 	@set -e; \
-	if ! command -v uv >/dev/null 2>&1 && ! $(PYTHON) -m uv --version >/dev/null 2>&1; then \
-	  $(PYTHON) -m pip install --quiet --user uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv >/dev/null 2>&1 || true; \
-	fi; \
-	if command -v uv >/dev/null 2>&1; then UV="uv"; \
-	elif $(PYTHON) -m uv --version >/dev/null 2>&1; then UV="$(PYTHON) -m uv"; \
-	else UV=""; fi; \
-	if [ -n "$$UV" ]; then \
-	  [ -x $(BIN)/python ] || $$UV venv --quiet --python $(PYTHON) $(VENV); \
-	  VIRTUAL_ENV=$(VENV) $$UV pip install --quiet -e '.[dev]'; \
+	if command -v uv >/dev/null 2>&1; then \
+	  [ -x $(BIN)/python ] || uv venv --quiet --python $(PYTHON) $(VENV); \
+	  VIRTUAL_ENV=$(VENV) uv pip install --quiet -e '.[dev]'; \
 	else \
 	  [ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV); \
-	  $(BIN)/pip install --quiet --upgrade pip; \
-	  $(BIN)/pip install --quiet -e '.[dev]'; \
+	  if $(BIN)/python -m pip install --quiet uv; then \
+	    VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'; \
+	  else \
+	    $(BIN)/python -m pip install --quiet --upgrade pip; \
+	    $(BIN)/python -m pip install --quiet -e '.[dev]'; \
+	  fi; \
 	fi
 	@touch $(STAMP)
 

@@ -45,7 +45,7 @@ class ConnectionSettings:
                 f"connection {conn_id!r} has no host: set it to the API's base URL, e.g. https://api.example.com"
             )
         if "://" not in host:
-            host = f"{conn.schema or 'https'}://{host}"
+            host = f"https://{host}"
         parts = urlsplit(host)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidParameterError(f"connection {conn_id!r} host {host!r} is not an http(s) URL")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class ShortInterestError(AirflowException):
     """Base of every provider error; carries the API's ``ret_code``, ``error_code`` and ``message``."""
 
     default_error_code: str | None = None
+    default_ret_code: int | None = None
 
     def __init__(
         self,
@@ -21,7 +22,7 @@ class ShortInterestError(AirflowException):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.ret_code = ret_code
+        self.ret_code = ret_code if ret_code is not None else self.default_ret_code
         self.error_code = error_code if error_code is not None else self.default_error_code
         self.symbol = symbol
         self.status = status
@@ -45,22 +46,48 @@ def _rebuild(
     return cls(message, ret_code=ret_code, error_code=error_code, symbol=symbol, status=status)
 
 
-class InvalidParameterError(ShortInterestError, ValueError):
+class NonRetryableError(ShortInterestError, AirflowFailException):
+    """An error another attempt cannot fix (bad input, unknown symbol, refused token).
+
+    Being an ``AirflowFailException``, it fails a task at once instead of spending its retries.
+    """
+
+
+class InvalidParameterError(NonRetryableError, ValueError):
     """ret_code -3: a malformed symbol, count or other parameter; never retried."""
 
     default_error_code = "invalid_parameter"
+    default_ret_code = -3
 
 
-class InvalidSymbolError(ShortInterestError):
+class InvalidSymbolError(NonRetryableError):
     """ret_code -7: the symbol is well-formed but no such security exists."""
 
     default_error_code = "invalid_symbol"
+    default_ret_code = -7
 
 
-class UnsupportedSecurityError(ShortInterestError):
+class UnsupportedSecurityError(NonRetryableError):
     """ret_code -8: a market or category the API does not cover (only HK/US stocks and ETFs)."""
 
     default_error_code = "unsupported"
+    default_ret_code = -8
+
+
+class RejectedSymbolsError(NonRetryableError):
+    """The API rejected some symbols of a load (-7, -8, -3); ``failures`` maps each to the reason.
+
+    Raised after the other symbols were committed, so nothing fetched is lost.
+    """
+
+    default_error_code = "rejected_symbols"
+
+    def __init__(self, message: str, failures: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = dict(failures or {})
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.failures))
 
 
 class ShortInterestServerError(ShortInterestError):
@@ -75,7 +102,7 @@ class ShortInterestResponseError(ShortInterestError):
     default_error_code = "malformed_response"
 
 
-class ShortInterestAuthError(ShortInterestError):
+class ShortInterestAuthError(NonRetryableError):
     """HTTP 401/403: the connection's API token is missing or was refused."""
 
     default_error_code = "unauthorized"

@@ -51,7 +51,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_shortint.hooks.short_interest.ShortInterestHook",
                 "hook-name": "Short Interest",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port"],
+                    "hidden-fields": ["schema", "login"],
                     "relabeling": {"host": "Base URL", "password": "API token"},
                     "placeholders": {
                         "host": "https://openapi.example.com",

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # A slot is [end_time, slot_id]; while its request is in flight end_time lies in the future.
 Slot = list[float | str]
@@ -53,10 +56,16 @@ class RateLimiter:
 
     def acquire(self) -> str:
         """Block until a slot is free and take it; returns the slot id to pass to :meth:`release`."""
+        told = False
         while True:
             wait = self._try_take()
             if isinstance(wait, str):
                 return wait
+            if wait >= 1.0 and not told:  # say why a task is quiet; short waits are routine
+                log.info(
+                    "waiting %.1f s for the API budget (%d requests / %g s)", wait, self.calls, self.period
+                )
+                told = True
             self.sleep(wait)
 
     def _try_take(self) -> str | float:

@@ -16,13 +16,27 @@ MAX_RETRY_AFTER = 300.0
 
 
 class TransientFailure(Exception):
-    """A failure worth another attempt (-5, HTTP 429/5xx, timeout, connection error), with its reason."""
+    """A failure worth another attempt (-5, HTTP 429/5xx, timeout, connection error), with its reason.
 
-    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
+    ``error_code`` names the kind (internal_error, rate_limited, http_error, timeout, connection_error);
+    ``ret_code`` is set only when the server itself said -5.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        error_code: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        ret_code: int | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.error_code = error_code
         self.retry_after = retry_after
         self.status = status
+        self.ret_code = ret_code
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:

@@ -35,3 +35,15 @@ def to_date(value: object, name: str) -> dt.date | None:
         except ValueError:
             pass
     raise InvalidParameterError(f"{name} must be an ISO date like '2026-05-15', got {value!r}")
+
+
+def is_template(value: object) -> bool:
+    """True for a Jinja string, which can only be checked once Airflow has rendered it."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def positive_int(value: object, name: str) -> int:
+    """An integer >= 1 (booleans refused), e.g. a batch size or a failure bound."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
+    return value

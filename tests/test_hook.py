@@ -131,8 +131,10 @@ def test_backoff_grows_exponentially(sandbox: SandboxServer, use_conn: Callable[
 
 def test_timeout_retried(hook_for: HookFactory, sandbox: SandboxServer) -> None:
     sandbox.configure(delay_rate=1.0, delay_seconds=1.0)
-    with pytest.raises(ShortInterestServerError, match=r"no answer within 0\.2 s"):
+    pattern = r"no answer from http://127\.0\.0\.1:\d+ within 0\.2 s"
+    with pytest.raises(ShortInterestServerError, match=pattern) as info:
         hook_for(timeout=0.2, max_retries=1).get_page("HK.00700")
+    assert (info.value.error_code, info.value.ret_code) == ("timeout", None)
     assert sandbox.stats()["requests"] == 2
 
 
@@ -143,14 +145,16 @@ def test_connection_error_retried(use_conn: Callable[..., str]) -> None:
     hook = ShortInterestHook(
         shortint_conn_id=use_conn(f"http://127.0.0.1:{port}", conn_id="cdown", max_retries=2)
     )
-    with pytest.raises(ShortInterestServerError, match=r"connection failed.*after 3 attempt"):
+    pattern = r"connection to http://127\.0\.0\.1:\d+ failed .*after 3 attempt"
+    with pytest.raises(ShortInterestServerError, match=pattern):
         hook.get_page("HK.00700")
 
 
 def test_truncated_transfer_is_retried(hook_for: HookFactory, sandbox: SandboxServer) -> None:
     sandbox.configure(malformed_rate=1.0)
-    with pytest.raises(ShortInterestServerError, match="connection failed"):
+    with pytest.raises(ShortInterestServerError, match=r"connection to .* failed") as info:
         hook_for(max_retries=1).get_page("HK.00700")
+    assert (info.value.error_code, info.value.ret_code) == ("connection_error", None)
     sandbox.configure(malformed_rate=0.0)
     assert hook_for().get_page("HK.00700", count=1).items
 
@@ -338,7 +342,7 @@ def test_bad_extras(
 def test_host_and_port_forms(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxServer) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_CPORT",
-        json.dumps({"conn_type": "shortint", "host": "127.0.0.1", "schema": "http", "port": sandbox.port}),
+        json.dumps({"conn_type": "shortint", "host": "http://127.0.0.1", "port": sandbox.port}),
     )
     hook = ShortInterestHook(shortint_conn_id="cport")
     assert hook.settings.base_url == sandbox.url
@@ -398,3 +402,13 @@ def test_sdk_parity_us_and_errors(hook_for: HookFactory) -> None:
 def test_test_connection(hook_for: HookFactory) -> None:
     ok, message = hook_for().test_connection()
     assert ok and "2026-05-15" in message
+
+
+def test_host_without_scheme_means_https() -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_shortint.connection import ConnectionSettings
+
+    conn = SimpleNamespace(conn_id="c", host="api.example.com/", port=8443, password="", extra_dejson={})
+    settings = ConnectionSettings.from_connection(conn)
+    assert settings.base_url == "https://api.example.com:8443" and settings.token is None

@@ -207,12 +207,19 @@ def test_bad_input_fails_before_any_request(
     sandbox: SandboxServer, use_conn: Any, tmp_path: Path, kwargs: dict[str, Any], error: type, pattern: str
 ) -> None:
     use_conn(sandbox.url)
-    args: dict[str, Any] = {"symbols": ["HK.00700"], "lake_path": str(tmp_path / "lake"), **kwargs}
-    op = ShortInterestToParquetOperator(task_id="t", **args)
+    # As Airflow does: the templated fields receive their rendered values after construction.
+    op = ShortInterestToParquetOperator(task_id="t", symbols="{{ x }}", lake_path="{{ y }}", since="{{ z }}")
+    op.symbols, op.lake_path, op.since = ["HK.00700"], str(tmp_path / "lake"), None
+    for name, value in kwargs.items():
+        setattr(op, name, value)
     with pytest.raises(error, match=pattern):
         op.execute(context={})  # type: ignore[arg-type]
     assert sandbox.stats()["requests"] == 0
     assert not (tmp_path / "lake").exists()
+    # The same values written without Jinja fail when the DAG is parsed.
+    static: dict[str, Any] = {"symbols": ["HK.00700"], "lake_path": str(tmp_path / "lake"), **kwargs}
+    with pytest.raises(error, match=pattern):
+        ShortInterestToParquetOperator(task_id="t2", **static)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def test_provider_info_matches_airflow_schema() -> None:
     assert set(conn_type["conn-fields"]) == set(KNOWN_EXTRAS)
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"]["password"] == "API token"
-    assert set(behaviour["hidden-fields"]) == {"schema", "login", "port"}
+    assert set(behaviour["hidden-fields"]) == {"schema", "login"}
 
 
 def test_declared_modules_import_without_pandas_or_pyarrow() -> None:

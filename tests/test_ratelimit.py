@@ -119,3 +119,15 @@ def test_shared_limiter_is_per_endpoint(tmp_path: Path) -> None:
 def test_rejects_empty_budget(calls: int, period: float) -> None:
     with pytest.raises(ValueError, match="rate limit"):
         RateLimiter(calls, period)
+
+
+def test_long_wait_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1, 30.0, clock=clock, sleep=clock.sleep)
+    caplog.set_level("INFO", logger="airflow_provider_shortint.ratelimit")
+    with limiter.slot():
+        pass
+    with limiter.slot():  # waits 30 s (in fake time)
+        pass
+    waits = [r.getMessage() for r in caplog.records if "API budget" in r.getMessage()]
+    assert waits == ["waiting 30.0 s for the API budget (1 requests / 30 s)"]

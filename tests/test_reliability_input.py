@@ -215,6 +215,17 @@ OPERATOR_CASES: list[Any] = [
 ]
 
 
+def rendered_operator(tmp_path: Path, **rendered: Any) -> ShortInterestToParquetOperator:
+    """An operator whose templated fields received ``rendered`` (as Airflow sets them before execute)."""
+    op = ShortInterestToParquetOperator(
+        task_id=f"bad_{next(_ids)}", symbols="{{ s }}", lake_path="{{ l }}", since="{{ d }}"
+    )
+    values: dict[str, Any] = {"symbols": ["HK.00700"], "lake_path": str(tmp_path / "lake"), "since": None}
+    for name, value in {**values, **rendered}.items():
+        setattr(op, name, value)
+    return op
+
+
 @pytest.mark.parametrize(("kwargs", "error", "phrase"), OPERATOR_CASES)
 def test_operator_execute_rejects_bad_input_before_any_request(
     sandbox: SandboxServer,
@@ -225,8 +236,7 @@ def test_operator_execute_rejects_bad_input_before_any_request(
     phrase: str,
 ) -> None:
     use_conn(sandbox.url)
-    args: dict[str, Any] = {"symbols": ["HK.00700"], "lake_path": str(tmp_path / "lake"), **kwargs}
-    op = ShortInterestToParquetOperator(task_id=f"bad_{next(_ids)}", **args)
+    op = rendered_operator(tmp_path, **kwargs)
     with pytest.raises(error, match=_phrase(phrase)) as caught:
         op.execute(outlet_context())  # type: ignore[arg-type]
     assert isinstance(caught.value, ShortInterestError)
@@ -266,7 +276,7 @@ def test_operator_hostile_rendered_list(
     sandbox: SandboxServer, use_conn: Callable[..., str], tmp_path: Path, value: str
 ) -> None:
     use_conn(sandbox.url)
-    op = ShortInterestToParquetOperator(task_id="t", symbols=value, lake_path=str(tmp_path / "lake"))
+    op = rendered_operator(tmp_path, symbols=value)
     with pytest.raises(InvalidParameterError, match="looks like a list") as caught:
         op.execute(outlet_context())  # type: ignore[arg-type]
     assert len(str(caught.value)) < 1000

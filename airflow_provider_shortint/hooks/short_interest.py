@@ -103,7 +103,7 @@ class ShortInterestHook(BaseHook):
             conn = await self.aget_connection(self.shortint_conn_id)
             settings = ConnectionSettings.from_connection(conn)
             if settings.token:
-                from airflow.sdk.log import amask_secret
+                from airflow_provider_shortint._compat import amask_secret
 
                 await amask_secret(settings.token)
             self._settings = settings
@@ -194,16 +194,23 @@ class ShortInterestHook(BaseHook):
                     try:
                         response = session.get(url, params=params, timeout=self.settings.timeout)
                     except requests.Timeout:
-                        raise TransientFailure(f"no answer within {self.settings.timeout:g} s") from None
+                        raise TransientFailure(
+                            f"no answer from {self.settings.base_url} within {self.settings.timeout:g} s",
+                            "timeout",
+                        ) from None
                     except requests.RequestException as err:
-                        raise TransientFailure(f"connection failed ({type(err).__name__})") from None
+                        raise TransientFailure(
+                            f"connection to {self.settings.base_url} failed ({type(err).__name__})",
+                            "connection_error",
+                        ) from None
                 payload = self._interpret(symbol, response)
                 return payload, b"true" not in response.content and b"false" not in response.content
             except TransientFailure as retry:
                 if attempt == attempts:
                     raise ShortInterestServerError(
                         f"{symbol}: {retry.reason}; gave up after {attempts} attempt(s)",
-                        ret_code=-5 if retry.status is None else None,
+                        ret_code=retry.ret_code,
+                        error_code=retry.error_code,
                         symbol=symbol,
                         status=retry.status,
                     ) from None
@@ -225,11 +232,17 @@ class ShortInterestHook(BaseHook):
         status = response.status_code
         body = response.content
         if status == 429:
-            raise TransientFailure("HTTP 429 (rate limited)", retry_after(response), status)
+            raise TransientFailure(
+                "HTTP 429 (rate limited)", "rate_limited", retry_after=retry_after(response), status=status
+            )
         if status in (401, 403):
+            what = (
+                "refused the API token (check the password"
+                if self.settings.token
+                else "requires an API token (set it as the password"
+            )
             raise ShortInterestAuthError(
-                f"{symbol}: HTTP {status}: the API refused the connection's token "
-                f"(set the API token as the password of connection {self.shortint_conn_id!r})",
+                f"{symbol}: HTTP {status}: the API {what} of connection {self.shortint_conn_id!r})",
                 symbol=symbol,
                 status=status,
             )
@@ -240,9 +253,16 @@ class ShortInterestHook(BaseHook):
         if isinstance(payload, dict) and "ret_code" in payload:
             return self._dispatch(symbol, status, payload, body)
         if status >= 500:
-            raise TransientFailure(f"HTTP {status}: {_excerpt(body, 60)!r}", retry_after(response), status)
+            raise TransientFailure(
+                f"HTTP {status}: {_excerpt(body, 60)!r}",
+                "http_error",
+                retry_after=retry_after(response),
+                status=status,
+            )
+        hint = f" (is {self.settings.base_url} the API's base URL?)" if status == 404 else ""
         raise ShortInterestResponseError(
-            f"{symbol}: HTTP {status} with a body that is not the API's JSON envelope: {_excerpt(body)!r}",
+            f"{symbol}: HTTP {status} with a body that is not the API's JSON envelope: "
+            f"{_excerpt(body)!r}{hint}",
             symbol=symbol,
             status=status,
         )
@@ -261,7 +281,7 @@ class ShortInterestHook(BaseHook):
             self.log.info("%s: the API has no short interest data for this security (ret_code -10)", symbol)
             return None
         if ret_code == -5:
-            raise TransientFailure(f"internal error (ret_code -5): {message}")
+            raise TransientFailure(f"internal error (ret_code -5): {message}", "internal_error", ret_code=-5)
         error_class = ERRORS_BY_RET_CODE.get(ret_code) if isinstance(ret_code, int) else None
         if error_class is None:
             raise ShortInterestResponseError(

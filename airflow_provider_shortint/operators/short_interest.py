@@ -16,10 +16,11 @@ from airflow_provider_shortint.assets import lake_assets, lake_uri
 from airflow_provider_shortint.exceptions import (
     InvalidParameterError,
     InvalidSymbolError,
+    RejectedSymbolsError,
     UnsupportedSecurityError,
 )
 from airflow_provider_shortint.symbols import market_of, parse_symbols
-from airflow_provider_shortint.validation import MAX_COUNT, to_date, validate_count
+from airflow_provider_shortint.validation import MAX_COUNT, is_template, positive_int, to_date, validate_count
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -68,14 +69,15 @@ class ShortInterestToParquetOperator(BaseOperator):
                 f"on_symbol_error must be one of {SYMBOL_ERROR_POLICIES}, got {on_symbol_error!r}"
             )
         validate_count(page_size, "page_size")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if (
-            "outlets" not in kwargs
-            and isinstance(lake_path, str)
-            and "{{" not in lake_path
-            and lake_path.strip()
+        positive_int(batch_size, "batch_size")
+        # Values without Jinja are checked now, so a typo fails the DAG import instead of a run.
+        if not is_template(symbols) and not (
+            isinstance(symbols, (list, tuple)) and any(map(is_template, symbols))
         ):
+            parse_symbols(_literal_list(symbols))
+        if not is_template(since):
+            to_date(since, "since")
+        if "outlets" not in kwargs and isinstance(lake_path, str) and not is_template(lake_path):
             kwargs["outlets"] = list(lake_assets(lake_path).values())
         super().__init__(**kwargs)
         self.symbols = symbols
@@ -108,7 +110,7 @@ class ShortInterestToParquetOperator(BaseOperator):
                 f"{len(failed)} of {len(symbols)} symbol(s) rejected by the API (others committed): {text}"
             )
             if self.on_symbol_error == "fail":
-                raise InvalidSymbolError(message)
+                raise RejectedSymbolsError(message, failed)
             self.log.warning("%s", message)
         return summary
 
@@ -116,7 +118,7 @@ class ShortInterestToParquetOperator(BaseOperator):
         self, hook: ShortInterestHook, lake: ParquetLake, symbols: list[str], since: dt.date | None
     ) -> dict[str, Any]:
         stored = lake.latest_dates(symbols) if self.mode == "incremental" else {}
-        totals = _Totals()
+        totals = _Totals(rows_written=dict.fromkeys(sorted({market_of(s) for s in symbols}), 0))
         for symbol, day in stored.items():
             totals.see_date(market_of(symbol), day.isoformat())
         started = time.monotonic()
@@ -128,7 +130,8 @@ class ShortInterestToParquetOperator(BaseOperator):
                     try:
                         table = self._fetch(hook, symbol, _later(since, stored.get(symbol)))
                     except SYMBOL_ERRORS as err:
-                        totals.failed[symbol] = f"{err.error_code}: {err.message}"
+                        reason = err.message.removeprefix(f"{symbol}: ")
+                        totals.failed[symbol] = f"{err.error_code}: {reason}"
                         self.log.warning(
                             "[%d/%d] %s: rejected (%s)", offset, len(symbols), symbol, err.message
                         )
@@ -138,7 +141,7 @@ class ShortInterestToParquetOperator(BaseOperator):
                     tables.append(table)
                     totals.rows_fetched += table.num_rows
                     self.log.info(
-                        "[%d/%d] %s: %d new row(s), %d request(s) · ETA %s",
+                        "[%d/%d] %s: %d row(s), %d request(s) · ETA %s",
                         offset,
                         len(symbols),
                         symbol,

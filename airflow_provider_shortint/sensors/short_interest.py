@@ -17,16 +17,13 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from airflow_provider_shortint.exceptions import ShortInterestError
+from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestError
+from airflow_provider_shortint.validation import is_template, positive_int
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
-
-
-def _is_template(value: object) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 class ShortInterestNewRecordSensor(BaseSensorOperator):
@@ -81,16 +78,14 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         self.lake_path = lake_path
         self.shortint_conn_id = shortint_conn_id
         self.deferrable = deferrable
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-            raise ValueError(f"max_failures must be an integer >= 1, got {max_failures!r}")
-        self.max_failures = max_failures
+        self.max_failures = positive_int(max_failures, "max_failures")
         # Static (non-templated) values are checked now, so a typo fails the DAG import, not a run.
         from airflow_provider_shortint.symbols import normalize_symbol
         from airflow_provider_shortint.validation import to_date
 
-        if isinstance(symbol, str) and not _is_template(symbol):
+        if isinstance(symbol, str) and not is_template(symbol):
             normalize_symbol(symbol)
-        if after is not None and not _is_template(after):
+        if after is not None and not is_template(after):
             to_date(after, "after")
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -143,9 +138,7 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         try:
             latest = self._get_hook().get_latest(symbol)
         except ShortInterestError as err:
-            from airflow_provider_shortint.triggers.short_interest import NON_RETRYABLE_ERRORS
-
-            if isinstance(err, NON_RETRYABLE_ERRORS):
+            if isinstance(err, NonRetryableError):
                 raise AirflowFailException(f"{self.task_id}: {err.message}") from None
             self.log.warning(
                 "%s: poke failed, the next poke retries: %s", symbol, " ".join(err.message.split())

@@ -22,24 +22,16 @@ from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from airflow_provider_shortint.exceptions import (
     InvalidParameterError,
-    InvalidSymbolError,
-    ShortInterestAuthError,
+    NonRetryableError,
     ShortInterestResponseError,
     ShortInterestServerError,
-    UnsupportedSecurityError,
 )
 from airflow_provider_shortint.symbols import normalize_symbol
+from airflow_provider_shortint.validation import is_template, positive_int
 
 if TYPE_CHECKING:
     from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 
-#: Errors that another request cannot fix: fail at once (-3, -7, -8, HTTP 401/403).
-NON_RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
-    InvalidParameterError,
-    InvalidSymbolError,
-    UnsupportedSecurityError,
-    ShortInterestAuthError,
-)
 #: Errors of a flaky API (-5, HTTP 429/5xx, timeouts, garbled bodies): wait and poll again.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ShortInterestServerError, ShortInterestResponseError)
 
@@ -130,9 +122,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         self.after = _iso(after, "after")
         self.shortint_conn_id = str(shortint_conn_id)
         self.poke_interval = _interval(poke_interval, "poke_interval")
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-            raise InvalidParameterError(f"max_failures must be an integer >= 1, got {max_failures!r}")
-        self.max_failures = max_failures
+        self.max_failures = positive_int(max_failures, "max_failures")
         self.max_backoff = _interval(max_backoff, "max_backoff")
         self.deadline = None if deadline is None else _interval(deadline, "deadline")
 
@@ -179,7 +169,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
                     return
                 try:
                     newest = await _newest_trade_date(hook, symbol)
-                except NON_RETRYABLE_ERRORS as err:
+                except NonRetryableError as err:
                     message = _message(err)
                     self.log.error("%s: not retrying: %s", symbol, message)
                     yield self._error(message, retryable=False)
@@ -257,7 +247,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         max_backoff: float = 3600.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        if isinstance(symbol, str) and "{{" in symbol:
+        if is_template(symbol):
             raise InvalidParameterError(f"symbol of an event trigger cannot be a template: {symbol!r}")
         self.symbol = normalize_symbol(symbol)
         self.after = _iso(after, "after")
@@ -325,7 +315,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
                 try:
                     await hook.aload_settings()
                     newest = await _newest_trade_date(hook, symbol)
-                except NON_RETRYABLE_ERRORS as err:
+                except NonRetryableError as err:
                     delay = max(self.max_backoff, self.poke_interval, MIN_POKE_INTERVAL)
                     self.log.error("%s: %s; polling again in %.0f s", symbol, _message(err), delay)
                 except Exception as err:  # transient API errors and anything unexpected: retry
