@@ -515,3 +515,16 @@ def test_cli_serves_and_stops_on_sigterm(sb: SandboxServer) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_token_from_environment() -> None:
+    """SHORTINT_SANDBOX_TOKEN sets the required token without putting it on the command line."""
+    from airflow_provider_shortint.sandbox.__main__ import build_parser
+
+    os.environ["SHORTINT_SANDBOX_TOKEN"] = "env-token"
+    try:
+        assert build_parser().parse_args([]).token == "env-token"
+        assert build_parser().parse_args(["--token", "flag"]).token == "flag"
+    finally:
+        del os.environ["SHORTINT_SANDBOX_TOKEN"]
+    assert build_parser().parse_args([]).token is None

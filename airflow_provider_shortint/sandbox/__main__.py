@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -40,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the fault draws")
     p.add_argument("--end-marker", choices=END_MARKERS, default=d.end_marker, help="last-page next_key")
     p.add_argument("--today", type=date.fromisoformat, default=d.today, help="published-through date")
-    p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN'")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SHORTINT_SANDBOX_TOKEN") or None,
+        help="require 'Authorization: Bearer TOKEN' (default: $SHORTINT_SANDBOX_TOKEN, kept out of `ps`)",
+    )
     p.add_argument("--socket-timeout", type=float, default=d.socket_timeout, help="per-connection timeout")
     p.add_argument("--verbose", action="store_true", help="log requests to stderr")
     return p

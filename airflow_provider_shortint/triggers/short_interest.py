@@ -7,13 +7,16 @@
 
 Both keep only plain values in their kwargs (never the token, never objects), read the connection with
 ``await hook.aload_settings()`` (synchronous connection access inside the event loop can deadlock) and
-send each request from a worker thread (``asyncio.to_thread``), so the triggerer's loop never blocks.
+send each request from a worker thread of the provider's own small pool, so the triggerer's loop never
+blocks and a wait for the API budget never holds a thread other triggers need.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -63,11 +66,18 @@ def _message(err: BaseException) -> str:
 
 async def _newest_trade_date(hook: ShortInterestHook, symbol: str) -> dt.date | None:
     """One request (count=1) in a worker thread; the newest trade date, or None if there is no data."""
-    latest = await asyncio.to_thread(hook.get_latest, symbol)
+    latest = await asyncio.get_running_loop().run_in_executor(_executor(), hook.get_latest, symbol)
     if latest is None:
         return None
     day = latest["trade_date"]
     return day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+
+
+@functools.cache
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads of this provider's own: a request waiting for the API budget never holds one of the
+    triggerer's shared default-pool threads."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="shortint-trigger")
 
 
 def _event(payload: dict[str, Any]) -> TriggerEvent:
