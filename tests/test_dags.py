@@ -55,7 +55,7 @@ def dagbag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Parsed]:
     # The DAG processor puts the bundle folder on sys.path (shared _shortint_common module).
     monkeypatch.syspath_prepend(str(DAGS))
     monkeypatch.delitem(sys.modules, "_shortint_common", raising=False)
-    bag = DagBag(str(DAGS), include_examples=False)
+    bag = DagBag(str(DAGS))
     monkeypatch.undo()  # restore socket before anything else runs
     sys.modules.pop("_shortint_common", None)
     assert attempts == [], f"parsing the DAGs tried to connect to {attempts}"

@@ -28,6 +28,7 @@ import pytest
 
 from airflow_provider_shortint.exceptions import (
     InvalidSymbolError,
+    RejectedSymbolsError,
     ShortInterestAuthError,
     ShortInterestError,
     ShortInterestServerError,
@@ -245,7 +246,8 @@ def test_token_not_in_exceptions_reprs_trigger_urls_or_logs(
         texts.append(exception_texts(caught.value))
     # Timeouts: the answer is held back longer than the connection's timeout.
     sandbox.configure(delay_rate=1.0, delay_seconds=0.6)
-    with pytest.raises(ShortInterestServerError, match="no answer within") as timed_out:
+    timeout_pattern = r"no answer from http://127\.0\.0\.1:\d+ within"
+    with pytest.raises(ShortInterestServerError, match=timeout_pattern) as timed_out:
         hook.get_latest("HK.00700")
     sandbox.configure(delay_rate=0.0)
     texts.append(exception_texts(timed_out.value))
@@ -254,8 +256,9 @@ def test_token_not_in_exceptions_reprs_trigger_urls_or_logs(
     op = ShortInterestToParquetOperator(
         task_id="op", symbols="HK.99999,US.AAPL", lake_path=str(tmp_path / "lake"), shortint_conn_id=good
     )
-    with pytest.raises(InvalidSymbolError) as rejected:
+    with pytest.raises(RejectedSymbolsError) as rejected:
         op.execute({})  # type: ignore[arg-type]
+    assert set(rejected.value.failures) == {"HK.99999"}
     texts.append(exception_texts(rejected.value))
 
     # The sensor's failures (refused token) and the trigger: repr, serialize(), events.
