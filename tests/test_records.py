@@ -125,6 +125,18 @@ def slow_path(symbol: str, items: object) -> pa.Table | type[ShortInterestRespon
         return ShortInterestResponseError
 
 
+def assert_same_as_row_parser(symbol: str, items: object, no_booleans: bool) -> None:
+    """items_to_table gives exactly the row parser's table, or raises the same error."""
+    from airflow_provider_shortint.records import items_to_table
+
+    expected = slow_path(symbol, items)
+    if expected is ShortInterestResponseError:
+        with pytest.raises(ShortInterestResponseError):
+            items_to_table(symbol, items, STAMP, no_booleans=no_booleans)
+    else:
+        assert items_to_table(symbol, items, STAMP, no_booleans=no_booleans).equals(expected)
+
+
 def test_fast_path_matches_row_parser_on_api_pages() -> None:
     from airflow_provider_shortint.records import _items_to_table_fast, items_to_table
 
@@ -157,29 +169,15 @@ def test_fast_path_matches_row_parser_on_api_pages() -> None:
     ):
         patched = [{**us_item, **odd}]
         assert _items_to_table_fast("US.AAPL", patched, STAMP) is None
-        expected = slow_path("US.AAPL", patched)
-        if expected is ShortInterestResponseError:
-            with pytest.raises(ShortInterestResponseError):
-                items_to_table("US.AAPL", patched, STAMP, no_booleans=True)
-        else:
-            assert items_to_table("US.AAPL", patched, STAMP, no_booleans=True).equals(expected)
+        assert_same_as_row_parser("US.AAPL", patched, no_booleans=True)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(item_like, max_size=4))
 def test_fast_path_equals_row_parser(items: list[dict[str, object]]) -> None:
     """items_to_table gives exactly the row parser's table, or the same error, on arbitrary items."""
-    from airflow_provider_shortint.records import items_to_table
-
-    items = json.loads(json.dumps(items))
     text = json.dumps(items)
-    expected = slow_path("HK.00700", items)
-    no_booleans = "true" not in text and "false" not in text
-    if expected is ShortInterestResponseError:
-        with pytest.raises(ShortInterestResponseError):
-            items_to_table("HK.00700", items, STAMP, no_booleans=no_booleans)
-    else:
-        assert items_to_table("HK.00700", items, STAMP, no_booleans=no_booleans).equals(expected)
+    assert_same_as_row_parser("HK.00700", json.loads(text), "true" not in text and "false" not in text)
 
 
 api_item = st.fixed_dictionaries(
@@ -206,11 +204,4 @@ api_item = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(api_item, min_size=1, max_size=5))
 def test_fast_path_equals_row_parser_on_wellformed_items(items: list[dict[str, object]]) -> None:
-    from airflow_provider_shortint.records import items_to_table
-
-    expected = slow_path("US.AAPL", items)
-    if expected is ShortInterestResponseError:
-        with pytest.raises(ShortInterestResponseError):
-            items_to_table("US.AAPL", items, STAMP, no_booleans=True)
-    else:
-        assert items_to_table("US.AAPL", items, STAMP, no_booleans=True).equals(expected)
+    assert_same_as_row_parser("US.AAPL", items, no_booleans=True)
