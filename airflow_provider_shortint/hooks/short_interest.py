@@ -37,8 +37,8 @@ END_MARKERS = (None, "", "-1")  # next_key values that mark the last page
 
 
 def _excerpt(body: bytes, limit: int = 120) -> str:
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """The start of a response body for an error message, on one line."""
+    return _clip(body.decode("utf-8", errors="replace"), limit)
 
 
 def _clip(text: str, limit: int = 300) -> str:

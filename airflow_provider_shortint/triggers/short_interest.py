@@ -90,6 +90,11 @@ def _backoff(poke_interval: float, failures: int, max_backoff: float) -> float:
     return float(min(base * 2 ** max(failures - 1, 0), max(max_backoff, base)))
 
 
+def _serialized(trigger: BaseTrigger, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """A trigger's class path and its constructor kwargs (plain values only: never the token)."""
+    return f"{_MODULE}.{type(trigger).__name__}", {name: getattr(trigger, name) for name in names}
+
+
 def _new_hook(conn_id: str) -> ShortInterestHook:
     from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 
@@ -137,17 +142,17 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         self.deadline = None if deadline is None else _interval(deadline, "deadline")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{_MODULE}.{type(self).__name__}",
-            {
-                "symbol": self.symbol,
-                "after": self.after,
-                "shortint_conn_id": self.shortint_conn_id,
-                "poke_interval": self.poke_interval,
-                "max_failures": self.max_failures,
-                "max_backoff": self.max_backoff,
-                "deadline": self.deadline,
-            },
+        return _serialized(
+            self,
+            (
+                "symbol",
+                "after",
+                "shortint_conn_id",
+                "poke_interval",
+                "max_failures",
+                "max_backoff",
+                "deadline",
+            ),
         )
 
     def _error(self, message: str, retryable: bool) -> TriggerEvent:
@@ -267,16 +272,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         self.last_reported: dt.date | None = None  # runtime state, not a kwarg
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{_MODULE}.{type(self).__name__}",
-            {
-                "symbol": self.symbol,
-                "after": self.after,
-                "shortint_conn_id": self.shortint_conn_id,
-                "poke_interval": self.poke_interval,
-                "max_backoff": self.max_backoff,
-            },
-        )
+        return _serialized(self, ("symbol", "after", "shortint_conn_id", "poke_interval", "max_backoff"))
 
     @property
     def state_key(self) -> str:
