@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_shortint.exceptions import InvalidParameterError
-from airflow_provider_shortint.symbols import MARKETS
+from airflow_provider_shortint.markets import MARKETS
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.records import COLUMNS, VALUE_COLUMNS, lake_schema
-from airflow_provider_shortint.symbols import MARKETS, market_of
+from airflow_provider_shortint.markets import MARKETS, market_of
 
 if TYPE_CHECKING:
     import pyarrow as pa

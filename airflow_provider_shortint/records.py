@@ -52,7 +52,7 @@ _DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _DATE = re.compile(_DATE_PATTERN)
 _INT = re.compile(r"-?[0-9]{1,40}")
 _INT64_MAX = 2**63 - 1
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 Row = dict[str, Any]
 
 
@@ -162,7 +162,7 @@ def rows_to_table(rows: Sequence[Row], ingested_at: dt.datetime | None = None) -
     import pyarrow as pa
 
     schema = lake_schema()
-    stamp = ingested_at or dt.datetime.now(dt.timezone.utc)
+    stamp = ingested_at or dt.datetime.now(dt.UTC)
     arrays = []
     for field in schema:
         if field.name == "ingested_at":
@@ -194,7 +194,7 @@ def items_to_table(
     numbers) the page is converted by Arrow in one pass, about 3x faster; anything unusual falls back to
     the row parser, which accepts the same inputs and raises the precise ``ShortInterestResponseError``.
     """
-    stamp = ingested_at or dt.datetime.now(dt.timezone.utc)
+    stamp = ingested_at or dt.datetime.now(dt.UTC)
     if no_booleans and isinstance(items, list) and items:
         table = _items_to_table_fast(symbol, items, stamp)
         if table is not None:

@@ -73,8 +73,8 @@ def retry_after(response: requests.Response) -> float | None:
     try:
         when = parsedate_to_datetime(value)
         if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
-            when = when.replace(tzinfo=dt.timezone.utc)
-        return _clamp_wait((when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+            when = when.replace(tzinfo=dt.UTC)
+        return _clamp_wait((when - dt.datetime.now(dt.UTC)).total_seconds())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 

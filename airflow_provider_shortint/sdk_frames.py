@@ -4,35 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_shortint.markets import MARKETS
 from airflow_provider_shortint.records import INT_FIELDS, ShortInterestPage
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# SDK frame columns: the documented ones first, then the REST fields the SDK table leaves out.
-SDK_COLUMNS = {
-    "HK": (
-        "timestamp",
-        "timestamp_str",
-        "aggregated_short",
-        "aggregated_short_ratio",
-        "close_price",
-        "last_close_price",
-        "avg_cost",
-        "avg_daily_short_volume",
-    ),
-    "US": (
-        "timestamp",
-        "timestamp_str",
-        "shares_short",
-        "short_percent",
-        "avg_daily_share_volume",
-        "days_to_cover",
-        "close_price",
-        "last_close_price",
-        "avg_daily_short_volume",
-    ),
-}
+# SDK frame columns per market: the documented ones first, then the REST fields the SDK table leaves out.
+SDK_COLUMNS = {code: market.sdk_columns for code, market in MARKETS.items()}
 
 
 def sdk_frames(page: ShortInterestPage) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Literal
 
 from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
+from airflow_provider_shortint.markets import MARKETS, market_of
 
-Market = Literal["HK", "US"]
-MARKETS: tuple[Market, ...] = ("HK", "US")
+__all__ = ["market_of", "normalize_symbol", "parse_symbols"]
 
-_HK_CODE = re.compile(r"[0-9]{1,5}")
-_US_TICKER = re.compile(r"[A-Z][A-Z0-9.\-]{0,9}")
 _OTHER_MARKET = re.compile(r"[A-Z]{2,4}")
 _OTHER_CODE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
 MAX_PROBLEMS_SHOWN = 10  # an error about 5 000 bad symbols names the first ten
@@ -44,29 +41,15 @@ def normalize_symbol(symbol: object) -> str:
         raise InvalidParameterError(
             f"malformed symbol {_shown(symbol)}: expected MARKET.CODE, e.g. 'HK.00700'"
         )
-    if market == "HK":
-        if not _HK_CODE.fullmatch(code):
-            raise InvalidParameterError(f"malformed symbol {_shown(symbol)}: an HK code is 1 to 5 digits")
-        return f"HK.{int(code):05d}"
-    if market == "US":
-        if not _US_TICKER.fullmatch(code) or ".." in code or code[-1] in ".-":
-            raise InvalidParameterError(
-                f"malformed symbol {_shown(symbol)}: a US ticker is 1 to 10 letters, digits, '.' or '-', "
-                "starting with a letter"
-            )
-        return f"US.{code}"
+    if market in MARKETS:
+        return MARKETS[market].normalize(code, _shown(symbol))
     if _OTHER_MARKET.fullmatch(market) and _OTHER_CODE.fullmatch(code):
         raise UnsupportedSecurityError(
             f"unsupported market {market!r} in {_shown(symbol)}: "
-            "only HK and US securities have short interest",
+            f"only {' and '.join(MARKETS)} securities have short interest",
             ret_code=-8,
         )
     raise InvalidParameterError(f"malformed symbol {_shown(symbol)}: expected 'HK.<digits>' or 'US.<ticker>'")
-
-
-def market_of(symbol: str) -> Market:
-    """Market of a normalised symbol."""
-    return "HK" if symbol.startswith("HK.") else "US"
 
 
 def parse_symbols(symbols: object) -> list[str]:

@@ -7,16 +7,13 @@ import platform
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from bench._util import Report
 
-BENCHMARKS = (
-    "ratelimit_efficiency",
-    "request_economy",
-    "write_path",
-    "parse_path",
-    "import_cost",
-    "client_overhead",
+# Every module of this folder whose name does not start with "_" is a benchmark with a ``run(quick)``.
+BENCHMARKS = tuple(
+    sorted(path.stem for path in Path(__file__).parent.glob("*.py") if not path.stem.startswith("_"))
 )
 
 

@@ -57,7 +57,7 @@ def build_pages(quick: bool) -> dict[str, list[bytes]]:
 def provider_path(pages: dict[str, list[bytes]]) -> Any:
     from airflow_provider_shortint.records import concat_tables, items_to_table
 
-    stamp = dt.datetime.now(dt.timezone.utc)
+    stamp = dt.datetime.now(dt.UTC)
     tables = []
     for symbol, bodies in pages.items():
         for body in bodies:
@@ -84,7 +84,7 @@ def pandas_path(pages: dict[str, list[bytes]]) -> Any:
 
     from airflow_provider_shortint.records import COLUMNS, FLOAT_FIELDS, INT_FIELDS
 
-    stamp = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
+    stamp = pd.Timestamp(dt.datetime.now(dt.UTC))
     frames = []
     for symbol, bodies in pages.items():
         items = [item for body in bodies for item in json.loads(body)["data"]["items"]]
@@ -110,7 +110,7 @@ def pandas_bulk(pages: dict[str, list[bytes]]) -> Any:
 
     from airflow_provider_shortint.records import COLUMNS, FLOAT_FIELDS, INT_FIELDS
 
-    stamp = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
+    stamp = pd.Timestamp(dt.datetime.now(dt.UTC))
     frames = []
     for market in ("HK", "US"):
         items: list[dict[str, Any]] = []

@@ -31,7 +31,7 @@ N_HK, N_US = 1000, 1000
 HK_DATES, US_DATES = 400, 120
 LAST_DATE = dt.date(2026, 5, 15)
 NEW_DATE = dt.date(2026, 5, 29)  # a Friday and a US month end: one new date for both markets
-STAMP = dt.datetime(2026, 5, 16, tzinfo=dt.timezone.utc)
+STAMP = dt.datetime(2026, 5, 16, tzinfo=dt.UTC)
 
 
 def hk_dates(n: int) -> list[dt.date]:

@@ -28,7 +28,7 @@ DEFAULT_SYMBOLS = ",".join(symbol for market in MARKETS for symbol in DEFAULT_UN
 @dag(
     dag_id="shortint_backfill",
     schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["shortint", "example"],

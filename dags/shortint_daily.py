@@ -56,7 +56,7 @@ with DAG(
     dag_id="shortint_daily",
     # Weekdays after the US close; HK data of the day is out long before.
     schedule="30 22 * * 1-5",
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["shortint", "example"],

@@ -34,7 +34,7 @@ CHARTED_MOVERS = 3
 @dag(
     dag_id="shortint_report",
     schedule=AssetAny(*lake_assets(DEFAULT_LAKE_PATH).values()),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["shortint", "example"],

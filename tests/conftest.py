@@ -16,6 +16,9 @@ import pytest
 from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Fixtures of one concern each live in tests/_fixtures_*.py (e.g. a real redis-server, the OpenD sandbox).
+pytest_plugins = sorted(f"tests.{path.stem}" for path in Path(__file__).parent.glob("_fixtures_*.py"))
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -18,8 +18,8 @@ from airflow_provider_shortint.lake import LakeSchemaError, ParquetLake, UpsertR
 from airflow_provider_shortint.records import COLUMNS, rows_to_table
 
 D1, D2, D3 = dt.date(2026, 5, 13), dt.date(2026, 5, 14), dt.date(2026, 5, 15)
-T0 = dt.datetime(2026, 5, 16, 1, 0, tzinfo=dt.timezone.utc)
-T1 = dt.datetime(2026, 5, 17, 1, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 5, 16, 1, 0, tzinfo=dt.UTC)
+T1 = dt.datetime(2026, 5, 17, 1, 0, tzinfo=dt.UTC)
 
 
 def make_row(symbol: str, day: dt.date, version: int = 0) -> dict[str, Any]:

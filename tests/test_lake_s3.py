@@ -24,8 +24,8 @@ from airflow_provider_shortint.records import COLUMNS, lake_schema, rows_to_tabl
 CONN_ID = "aws_test"
 BUCKET = "shortint-lake"
 D2, D3 = dt.date(2026, 5, 14), dt.date(2026, 5, 15)
-T0 = dt.datetime(2026, 5, 16, tzinfo=dt.timezone.utc)
-T1 = dt.datetime(2026, 5, 17, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 5, 16, tzinfo=dt.UTC)
+T1 = dt.datetime(2026, 5, 17, tzinfo=dt.UTC)
 
 
 def free_port() -> int:

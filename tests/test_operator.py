@@ -266,7 +266,7 @@ def test_first_page_sized_to_the_gap(sandbox: SandboxServer, use_conn: Any, tmp_
     bound = dt.date(2026, 5, 15)
     assert op._fetch(hook, "HK.00700", bound).num_rows == 0
     assert hook.requests_made == 1 and sandbox.stats()["by_symbol"] == {"HK.00700": 1}
-    gap = (dt.datetime.now(dt.timezone.utc).date() - bound).days
+    gap = (dt.datetime.now(dt.UTC).date() - bound).days
     assert counts == [min(90, math.ceil(gap / 7) + 2)]
     # Two weeks behind: the first page still reaches the stored date in one request.
     counts.clear()

@@ -38,7 +38,7 @@ def test_hk_item_is_typed() -> None:
 def test_date_comes_from_timestamp_str_not_utc_conversion() -> None:
     # Midnight in Hong Kong is the previous day in UTC: the date must still be the local one.
     row = parse_item("HK.00700", {**HK_ITEM, "timestamp": 1778774400000})
-    assert dt.datetime.fromtimestamp(1778774400, dt.timezone.utc).date() == dt.date(2026, 5, 14)
+    assert dt.datetime.fromtimestamp(1778774400, dt.UTC).date() == dt.date(2026, 5, 14)
     assert row["trade_date"] == dt.date(2026, 5, 15)
 
 
@@ -115,7 +115,7 @@ def test_parser_returns_typed_rows_or_response_error(value: object) -> None:
             assert row[name] is None or type(row[name]) is float
 
 
-STAMP = dt.datetime(2026, 5, 16, tzinfo=dt.timezone.utc)
+STAMP = dt.datetime(2026, 5, 16, tzinfo=dt.UTC)
 
 
 def slow_path(symbol: str, items: object) -> pa.Table | type[ShortInterestResponseError]:

@@ -283,7 +283,7 @@ class EventPump:
             self.pending = asyncio.ensure_future(anext(self.gen))
         done, _ = await asyncio.wait({self.pending}, timeout=timeout)
         if not done:
-            raise asyncio.TimeoutError
+            raise TimeoutError
         future, self.pending = self.pending, None
         return future.result()
 

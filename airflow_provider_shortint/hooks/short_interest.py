@@ -368,7 +368,7 @@ class ShortInterestHook(BaseHook):
 
         symbol = normalize_symbol(symbol)
         bound = to_date(since, "since")
-        stamp = dt.datetime.now(dt.timezone.utc)
+        stamp = dt.datetime.now(dt.UTC)
 
         def to_table(raw: _RawPage) -> tuple[pa.Table, dt.date | None]:
             table = items_to_table(symbol, raw.items, stamp, no_booleans=raw.no_booleans)

@@ -19,7 +19,8 @@ from airflow_provider_shortint.exceptions import (
     RejectedSymbolsError,
     UnsupportedSecurityError,
 )
-from airflow_provider_shortint.symbols import market_of, parse_symbols
+from airflow_provider_shortint.markets import MARKETS, market_of
+from airflow_provider_shortint.symbols import parse_symbols
 from airflow_provider_shortint.validation import MAX_COUNT, is_template, positive_int, to_date, validate_count
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 MODES = ("incremental", "full")
 SYMBOL_ERROR_POLICIES = ("fail", "warn")
 # Days between two records, to size the first page to the expected gap (HK weekly, US twice a month).
-CADENCE_DAYS = {"HK": 7, "US": 14}
 # Errors that condemn one symbol, not the run: collected, reported once at the end.
 SYMBOL_ERRORS = (InvalidSymbolError, UnsupportedSecurityError, InvalidParameterError)
 
@@ -159,8 +159,8 @@ class ShortInterestToParquetOperator(BaseOperator):
         first = self.page_size
         if bound is not None:
             # One more than the records expected since the bound, so the first page reaches the bound.
-            gap_days = max((dt.datetime.now(dt.timezone.utc).date() - bound).days, 0)
-            first = min(self.page_size, math.ceil(gap_days / CADENCE_DAYS[market_of(symbol)]) + 2)
+            gap_days = max((dt.datetime.now(dt.UTC).date() - bound).days, 0)
+            first = min(self.page_size, math.ceil(gap_days / MARKETS[market_of(symbol)].cadence_days) + 2)
         return hook.get_history(symbol, since=bound, page_size=self.page_size, first_page_size=first)
 
     def _commit(self, lake: ParquetLake, tables: list[pa.Table], totals: _Totals) -> None:
