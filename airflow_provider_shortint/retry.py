@@ -1,15 +1,28 @@
-"""What a transient failure is, how long to wait before the next attempt, and what the server asked for."""
+"""The one retry policy: what a transient failure is, how long to wait, what the server asked for.
+
+Every caller that retries (both hooks' transports, the sensor, the triggers) goes through
+:class:`RetryPolicy` (tenacity underneath) or, for a poll loop that owns its own schedule, through
+:func:`backoff_delay`; nothing else computes a backoff.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import random
+import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow_provider_shortint.exceptions import ShortInterestServerError
 
 if TYPE_CHECKING:
     import requests
+    from tenacity import RetryCallState
+
+_T = TypeVar("_T")
 
 # Longest wait a Retry-After header can impose (a broken "Retry-After: 1e9" must not park a task forever).
 MAX_RETRY_AFTER = 300.0
@@ -48,8 +61,87 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     ceiling = min(cap, base * 2 ** (attempt - 1))
     delay = random.uniform(ceiling / 2, ceiling)
     if retry_after is not None:
-        delay = max(delay, retry_after + random.uniform(0, 0.1 * retry_after + 0.01))
+        # The jitter goes inside the cap: "Retry-After: 999999" waits MAX_RETRY_AFTER, not a bit more.
+        asked = retry_after + random.uniform(0, 0.1 * retry_after + 0.01)
+        delay = max(delay, min(asked, MAX_RETRY_AFTER))
     return delay
+
+
+class RetryPolicy:
+    """Retry a call on :class:`TransientFailure`: ``max_retries`` more attempts, backoff with jitter.
+
+    After the last attempt the failure becomes a :class:`ShortInterestServerError` naming the symbol and
+    the number of attempts. ``sleep`` is injectable so tests do not wait.
+    """
+
+    def __init__(
+        self,
+        max_retries: int,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        log: Any = None,
+    ) -> None:
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.log = log or logging.getLogger(__name__)  # a stdlib or structlog logger (the hook's)
+
+    @property
+    def attempts(self) -> int:
+        return self.max_retries + 1
+
+    def wait(self, retry_state: RetryCallState) -> float:
+        """Seconds before the next attempt: backoff, never shorter than the server's Retry-After."""
+        failure = _failure_of(retry_state)
+        return backoff_delay(
+            retry_state.attempt_number, self.backoff_base, self.backoff_max, failure.retry_after
+        )
+
+    def call(self, symbol: str, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (a request for ``symbol``) until it returns or fails other than transiently."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+        def announce(retry_state: RetryCallState) -> None:
+            failure = _failure_of(retry_state)
+            delay = retry_state.upcoming_sleep
+            self.log.warning(
+                "%s: %s; retrying in %.2f s (attempt %d of %d)",
+                symbol,
+                failure.reason,
+                delay,
+                retry_state.attempt_number + 1,
+                self.attempts,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self.wait,
+            retry=retry_if_exception_type(TransientFailure),
+            sleep=self.sleep,
+            before_sleep=announce,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except TransientFailure as failure:
+            raise ShortInterestServerError(
+                f"{symbol}: {failure.reason}; gave up after {self.attempts} attempt(s)",
+                ret_code=failure.ret_code,
+                error_code=failure.error_code,
+                symbol=symbol,
+                status=failure.status,
+            ) from None
+
+
+def _failure_of(retry_state: RetryCallState) -> TransientFailure:
+    outcome = retry_state.outcome
+    failure = outcome.exception() if outcome is not None else None
+    if not isinstance(failure, TransientFailure):  # pragma: no cover - retry_if_exception_type ensures it
+        raise TypeError(f"expected a TransientFailure, got {failure!r}")
+    return failure
 
 
 def retry_after(response: requests.Response) -> float | None:

@@ -6,13 +6,14 @@ import datetime as dt
 
 from airflow_provider_shortint.exceptions import InvalidParameterError
 
-MAX_COUNT = 90  # the endpoint's largest page
+MAX_COUNT = 90  # the REST endpoint's largest page
 
 
-def validate_count(count: object, name: str = "count") -> int:
-    """``count`` must be an int in 1..90; checked before any request is spent."""
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
-        raise InvalidParameterError(f"{name} must be an integer from 1 to {MAX_COUNT}, got {count!r}")
+def validate_count(count: object, name: str = "count", maximum: int = MAX_COUNT) -> int:
+    """``count`` must be an int in 1..``maximum`` (the transport's largest page; REST: 90); checked before
+    any request is spent."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= maximum:
+        raise InvalidParameterError(f"{name} must be an integer from 1 to {maximum}, got {count!r}")
     return count
 
 

@@ -2,66 +2,41 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-from airflow.sdk import BaseHook
 
 from airflow_provider_shortint import __version__
 from airflow_provider_shortint.connection import ConnectionSettings
 from airflow_provider_shortint.exceptions import (
     ERRORS_BY_RET_CODE,
-    InvalidParameterError,
     ShortInterestAuthError,
     ShortInterestError,
     ShortInterestResponseError,
-    ShortInterestServerError,
 )
+from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
+from airflow_provider_shortint.paginate import RawPage, is_last
 from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
-from airflow_provider_shortint.records import ShortInterestPage, concat_tables, items_to_table, parse_items
-from airflow_provider_shortint.retry import TransientFailure, backoff_delay, retry_after
-from airflow_provider_shortint.symbols import market_of, normalize_symbol
-from airflow_provider_shortint.validation import MAX_COUNT, to_date, validate_count
+from airflow_provider_shortint.retry import RetryPolicy, TransientFailure, retry_after
+from airflow_provider_shortint.text import clip as _clip
+from airflow_provider_shortint.text import excerpt as _excerpt
+from airflow_provider_shortint.validation import MAX_COUNT
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
     import requests
 
-_T = TypeVar("_T")
-END_MARKERS = (None, "", "-1")  # next_key values that mark the last page
 
-
-def _excerpt(body: bytes, limit: int = 120) -> str:
-    """The start of a response body for an error message, on one line."""
-    return _clip(body.decode("utf-8", errors="replace"), limit)
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    """A server-provided text cut to ``limit`` characters (error messages stay one readable line)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class _RawPage(NamedTuple):
-    """A page as sent: ``items`` unparsed, ``next_key`` None on the last page."""
-
-    items: object
-    next_key: str | None
-    no_booleans: bool  # the body has no JSON true/false: Arrow's direct conversion is exact
-
-
-class ShortInterestHook(BaseHook):
+class ShortInterestHook(ShortInterestBaseHook):
     """Talks to ``GET /v1/quote/{symbol}/short-selling/short-interest``: pages, types, retries, rate limit."""
 
     conn_name_attr = "shortint_conn_id"
     default_conn_name = "shortint_default"
     conn_type = "shortint"
     hook_name = "Short Interest"
+    max_count = MAX_COUNT
 
     def __init__(
         self,
@@ -114,6 +89,13 @@ class ShortInterestHook(BaseHook):
         return self.settings.max_retries if self._max_retries is None else self._max_retries
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``)."""
+        return RetryPolicy(
+            self.max_retries, self.settings.backoff_base, self.backoff_max, sleep=self._sleep, log=self.log
+        )
+
+    @property
     def rate_limiter(self) -> RateLimiter:
         """The budget shared by every hook of this process (and machine, with ``rate_limit_state_dir``)."""
         if self._rate_limiter is None:
@@ -145,23 +127,11 @@ class ShortInterestHook(BaseHook):
 
     # -- one request --------------------------------------------------------------------------------------
 
-    def get_page(self, symbol: str, count: int = 30, next_key: str | None = None) -> ShortInterestPage:
-        """One page, newest first. ``next_key`` of the result is None on the last page."""
-        symbol = normalize_symbol(symbol)
-        count = validate_count(count)
-        if next_key is not None and (not isinstance(next_key, str) or next_key in ("", "-1")):
-            raise InvalidParameterError(
-                f"next_key must be a key returned by a previous page, got {_clip(repr(next_key), 80)} "
-                "(that value marks the last page)"
-            )
-        raw = self._get_raw_page(symbol, count, next_key)
-        return ShortInterestPage(symbol, market_of(symbol), parse_items(symbol, raw.items), raw.next_key)
-
-    def _get_raw_page(self, symbol: str, count: int, next_key: str | None) -> _RawPage:
+    def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
         """One request for validated arguments: the envelope checked, the items left as sent."""
-        payload, no_booleans = self._call(symbol, count, next_key)
+        payload = self._call(symbol, count, next_key)
         if payload is None:  # ret_code -10: the security has no short interest data
-            return _RawPage([], None, no_booleans)
+            return RawPage([], None)
         data = payload.get("data")
         if not isinstance(data, dict):
             raise ShortInterestResponseError(
@@ -172,61 +142,34 @@ class ShortInterestHook(BaseHook):
             raise ShortInterestResponseError(
                 f"{symbol}: next_key is not a string: {_clip(repr(key), 80)}", symbol=symbol
             )
-        return _RawPage(data.get("items"), None if key in END_MARKERS else key, no_booleans)
+        return RawPage(data.get("items"), None if is_last(key) else key)
 
-    def _call(self, symbol: str, count: int, next_key: str | None) -> tuple[dict[str, Any] | None, bool]:
-        """Send one request with retries; return the JSON payload (None for no_data) or raise.
-
-        The flag says the body holds no JSON ``true``/``false``, so Arrow may convert its items directly.
-        """
-        import requests
-
+    def _call(self, symbol: str, count: int, next_key: str | None) -> dict[str, Any] | None:
+        """Send one request under the retry policy; return the JSON payload (None for no_data) or raise."""
         url = f"{self.settings.base_url}/v1/quote/{quote(symbol, safe='.')}/short-selling/short-interest"
         params: dict[str, str | int] = {"count": count}
         if next_key is not None:
             params["next_key"] = next_key
-        session = self.get_conn()
-        attempts = self.max_retries + 1
-        for attempt in range(1, attempts + 1):
+        return self.retry_policy.call(symbol, lambda: self._attempt(symbol, url, params))
+
+    def _attempt(self, symbol: str, url: str, params: dict[str, str | int]) -> dict[str, Any] | None:
+        """One attempt: a slot of the budget, one GET, the answer interpreted (transient faults raise)."""
+        import requests
+
+        with self.rate_limiter.slot():
+            self.requests_made += 1
             try:
-                with self.rate_limiter.slot():
-                    self.requests_made += 1
-                    try:
-                        response = session.get(url, params=params, timeout=self.settings.timeout)
-                    except requests.Timeout:
-                        raise TransientFailure(
-                            f"no answer from {self.settings.base_url} within {self.settings.timeout:g} s",
-                            "timeout",
-                        ) from None
-                    except requests.RequestException as err:
-                        raise TransientFailure(
-                            f"connection to {self.settings.base_url} failed ({type(err).__name__})",
-                            "connection_error",
-                        ) from None
-                payload = self._interpret(symbol, response)
-                return payload, b"true" not in response.content and b"false" not in response.content
-            except TransientFailure as retry:
-                if attempt == attempts:
-                    raise ShortInterestServerError(
-                        f"{symbol}: {retry.reason}; gave up after {attempts} attempt(s)",
-                        ret_code=retry.ret_code,
-                        error_code=retry.error_code,
-                        symbol=symbol,
-                        status=retry.status,
-                    ) from None
-                delay = backoff_delay(
-                    attempt, self.settings.backoff_base, self.backoff_max, retry.retry_after
-                )
-                self.log.warning(
-                    "%s: %s; retrying in %.2f s (attempt %d of %d)",
-                    symbol,
-                    retry.reason,
-                    delay,
-                    attempt + 1,
-                    attempts,
-                )
-                self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                response = self.get_conn().get(url, params=params, timeout=self.settings.timeout)
+            except requests.Timeout:
+                raise TransientFailure(
+                    f"no answer from {self.settings.base_url} within {self.settings.timeout:g} s", "timeout"
+                ) from None
+            except requests.RequestException as err:
+                raise TransientFailure(
+                    f"connection to {self.settings.base_url} failed ({type(err).__name__})",
+                    "connection_error",
+                ) from None
+        return self._interpret(symbol, response)
 
     def _interpret(self, symbol: str, response: requests.Response) -> dict[str, Any] | None:
         status = response.status_code
@@ -299,90 +242,7 @@ class ShortInterestHook(BaseHook):
             status=status,
         )
 
-    # -- pages and history -------------------------------------------------------------------------------
-
-    def iter_pages(
-        self,
-        symbol: str,
-        page_size: int = MAX_COUNT,
-        stop_after: dt.date | str | None = None,
-        first_page_size: int | None = None,
-    ) -> Iterator[ShortInterestPage]:
-        """Pages newest first until the last one, or until a page reaches trade dates <= ``stop_after``.
-
-        ``first_page_size`` lets a caller that knows the expected gap ask for less on the first request.
-        Raises ``ShortInterestResponseError`` if the server hands out the same key twice.
-        """
-        symbol = normalize_symbol(symbol)
-
-        def to_page(raw: _RawPage) -> tuple[ShortInterestPage, dt.date | None]:
-            page = ShortInterestPage(symbol, market_of(symbol), parse_items(symbol, raw.items), raw.next_key)
-            return page, page.oldest_date
-
-        yield from self._paginate(symbol, page_size, stop_after, first_page_size, to_page)
-
-    def _paginate(
-        self,
-        symbol: str,
-        page_size: int,
-        stop_after: dt.date | str | None,
-        first_page_size: int | None,
-        convert: Callable[[_RawPage], tuple[_T, dt.date | None]],
-    ) -> Iterator[_T]:
-        """The paging loop: ``convert`` turns each raw page into a result and the page's oldest date."""
-        page_size = validate_count(page_size, "page_size")
-        count = page_size if first_page_size is None else validate_count(first_page_size, "first_page_size")
-        stop = to_date(stop_after, "stop_after")
-        seen: set[str] = set()
-        next_key: str | None = None
-        while True:
-            raw = self._get_raw_page(symbol, count, next_key)
-            result, oldest = convert(raw)
-            yield result
-            if raw.next_key is None or oldest is None or (stop is not None and oldest <= stop):
-                return
-            if raw.next_key in seen:
-                raise ShortInterestResponseError(
-                    f"{symbol}: the server returned next_key {_clip(repr(raw.next_key), 80)} twice; "
-                    "stopping instead of looping",
-                    symbol=symbol,
-                )
-            seen.add(raw.next_key)
-            next_key = raw.next_key
-            count = page_size
-
-    def get_history(
-        self,
-        symbol: str,
-        since: dt.date | str | None = None,
-        page_size: int = MAX_COUNT,
-        first_page_size: int | None = None,
-    ) -> pa.Table:
-        """All rows with ``trade_date > since`` (everything if None) as a table in the lake schema.
-
-        Pages stop as soon as one reaches ``since``; ``first_page_size`` sizes the first request to the
-        expected gap. Items go straight from JSON to Arrow (see ``records.items_to_table``).
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        symbol = normalize_symbol(symbol)
-        bound = to_date(since, "since")
-        stamp = dt.datetime.now(dt.UTC)
-
-        def to_table(raw: _RawPage) -> tuple[pa.Table, dt.date | None]:
-            table = items_to_table(symbol, raw.items, stamp, no_booleans=raw.no_booleans)
-            oldest: dt.date | None = pc.min(table.column("trade_date")).as_py()
-            if bound is not None:
-                table = table.filter(pc.greater(table.column("trade_date"), pa.scalar(bound, pa.date32())))
-            return table, oldest
-
-        return concat_tables(self._paginate(symbol, page_size, bound, first_page_size, to_table))
-
-    def get_latest(self, symbol: str) -> dict[str, Any] | None:
-        """The newest record of ``symbol`` (one request, count=1), or None if it has none."""
-        page = self.get_page(symbol, count=1)
-        return page.items[0] if page.items else None
+    # -- SDK parity and connection test ------------------------------------------------------------------
 
     def get_short_interest(
         self, code: str, next_key: str | None = None, num: int | None = None

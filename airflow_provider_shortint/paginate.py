@@ -1,0 +1,100 @@
+"""Paging by ``next_key``, whatever the transport: end markers, the repeated-key guard, ``stop_after``,
+the first page's size and a bound on the number of pages (after dlt's one-object-per-rule paginators).
+
+A transport only fetches one page (``fetch(count, next_key) -> RawPage``); :func:`paginate` drives it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeVar
+
+from airflow_provider_shortint.exceptions import ShortInterestResponseError
+from airflow_provider_shortint.text import clip
+from airflow_provider_shortint.validation import validate_count
+
+_T = TypeVar("_T")
+
+#: ``next_key`` values that mark the last page (absent, empty, or the SDK's "-1").
+END_MARKERS: frozenset[str | None] = frozenset({None, "", "-1"})
+
+
+def is_last(next_key: object) -> bool:
+    """True when ``next_key`` as sent by the server says there is no further page."""
+    return next_key in END_MARKERS
+
+
+class RawPage(NamedTuple):
+    """One page as a transport received it: ``items`` not yet typed, ``next_key`` None on the last page."""
+
+    items: object
+    next_key: str | None
+
+
+class NextKeyPaginator:
+    """The state of one symbol's walk back through history, newest page first.
+
+    ``count``/``next_key`` are what to ask for next; :meth:`update` takes what a page said and decides
+    whether there is another. A key seen twice, or more than ``max_pages`` pages, is a server fault.
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        page_size: int,
+        max_count: int,
+        first_page_size: int | None = None,
+        stop_after: dt.date | None = None,
+        max_pages: int | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.page_size = validate_count(page_size, "page_size", max_count)
+        self.count = (
+            self.page_size
+            if first_page_size is None
+            else validate_count(first_page_size, "first_page_size", max_count)
+        )
+        self.stop_after = stop_after
+        self.max_pages = max_pages
+        self.next_key: str | None = None
+        self.has_next_page = True
+        self.pages = 0
+        self._seen: set[str] = set()
+
+    def update(self, next_key: str | None, oldest: dt.date | None) -> None:
+        """Record a page's ``next_key`` and oldest trade date; raise if the server is looping."""
+        self.pages += 1
+        if next_key is None or oldest is None or (self.stop_after is not None and oldest <= self.stop_after):
+            self.has_next_page = False
+            return
+        if next_key in self._seen:
+            raise ShortInterestResponseError(
+                f"{self.symbol}: the server returned next_key {clip(repr(next_key), 80)} twice; "
+                "stopping instead of looping",
+                symbol=self.symbol,
+            )
+        if self.max_pages is not None and self.pages >= self.max_pages:
+            raise ShortInterestResponseError(
+                f"{self.symbol}: the server still had a next page after {self.pages} pages, more than "
+                "the history of one security can hold; stopping instead of paging without end",
+                symbol=self.symbol,
+            )
+        self._seen.add(next_key)
+        self.next_key = next_key
+        self.count = self.page_size
+
+
+def paginate(
+    paginator: NextKeyPaginator,
+    fetch: Callable[[int, str | None], RawPage],
+    convert: Callable[[RawPage], tuple[_T, dt.date | None]],
+) -> Iterator[_T]:
+    """Fetch pages until ``paginator`` says there are none left; ``convert`` gives a result and its oldest
+    trade date for each raw page."""
+    while paginator.has_next_page:
+        raw = fetch(paginator.count, paginator.next_key)
+        result, oldest = convert(raw)
+        yield result
+        paginator.update(raw.next_key, oldest)
