@@ -1,12 +1,13 @@
 # `make demo` runs the whole pipeline on the sandbox; `make test` runs lint, types and tests.
-# Both build .venv themselves: with uv if it is on PATH, else a plain venv that gets uv (or pip) inside it;
-# nothing is installed outside .venv.
+# Both build .venv themselves: with uv if it is on PATH, else a plain venv that gets uv (or pip) inside it.
+# Outside .venv, `make test` installs one thing when it is missing: Debian's `redis-server` (the tests start a
+# real Redis for the shared request budget), with apt-get, as root or through sudo.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint typecheck pytest demo bench clean
+.PHONY: help venv redis-server test lint typecheck pytest demo bench clean
 
 help:
 	@echo "make demo   - run backfill -> daily -> report on the local sandbox (no configuration)"
@@ -39,7 +40,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing Debian's redis-server (the tests start a real Redis on 127.0.0.1)..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	}
+
+pytest: venv redis-server
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
