@@ -44,7 +44,7 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing Debian's redis-server (the tests start a real Redis on 127.0.0.1)..."; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 	}
 
 pytest: venv redis-server

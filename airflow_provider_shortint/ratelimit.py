@@ -2,8 +2,13 @@
 
 A slot is taken before a request is sent and stamped with the time its response *ended*, so the next
 request that reuses it starts at least ``period`` after the server saw the old one, whatever the
-latency. The slots live in memory (threads of one process) or in a locked file (processes of one
-machine, e.g. Airflow's mapped tasks on a LocalExecutor).
+latency. The slots live in memory (threads of one process), in a locked file (processes of one
+machine) or in Redis (every machine: :mod:`airflow_provider_shortint.ratelimit_redis`).
+
+Liveness (docs/RELIABILITY.md, "Budget liveness"): a shared slot in flight holds a short *lease* that a
+heartbeat thread renews; a holder that dies or is stopped stops renewing, and its slot counts as ended
+when the lease runs out, so it frees within ``lease + period``. Stamps in the future (a clock stepped
+back) are clamped to now, non-finite values are dropped, and the file lock is taken with a timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -23,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # A slot is [end_time, slot_id]; while its request is in flight end_time lies in the future.
 Slot = list[float | str]
+
+
+def default_lease(period: float) -> float:
+    """Lease of an in-flight shared slot: a tenth of the period, between 0.5 s and 5 s."""
+    return min(max(period / 10.0, 0.5), 5.0)
 
 
 class RateLimiter:
@@ -37,11 +48,12 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if int(calls) < 1 or float(period) <= 0:
+        if int(calls) < 1 or not 0 < float(period) < math.inf:
             raise ValueError(f"rate limit must be at least 1 call per positive period, got {calls}/{period}s")
         self.calls = int(calls)
         self.period = float(period)
-        # An in-flight slot whose owner died is freed after max_hold + period at the latest.
+        # Longest time an in-flight slot counts as in flight (a thread cannot die holding one here:
+        # slot() releases in ``finally``); shared backends replace it with a renewed lease.
         self.max_hold = float(max_hold)
         self.clock = clock
         self.sleep = sleep
@@ -56,27 +68,65 @@ class RateLimiter:
 
     def acquire(self) -> str:
         """Block until a slot is free and take it; returns the slot id to pass to :meth:`release`."""
-        told = False
+        told = ""
         while True:
-            wait = self._try_take()
-            if isinstance(wait, str):
-                return wait
-            if wait >= 1.0 and not told:  # say why a task is quiet; short waits are routine
+            taken = self._try_take()
+            if isinstance(taken, str):
+                self._taken(taken)
+                return taken
+            wait, why = taken
+            # Say why a task is quiet (once per reason); short waits are routine.
+            if (wait >= 1.0 or not why.startswith("full")) and why != told:
                 log.info(
-                    "waiting %.1f s for the API budget (%d requests / %g s)", wait, self.calls, self.period
+                    "waiting %.1f s for the API budget (%d requests / %g s): %s",
+                    wait,
+                    self.calls,
+                    self.period,
+                    why,
                 )
-                told = True
+                told = why
             self.sleep(wait)
 
-    def _try_take(self) -> str | float:
+    def _try_take(self) -> str | tuple[float, str]:
+        """A new slot id, or how long to wait and why."""
         with self._state() as slots:
             now = self.clock()
-            slots[:] = [slot for slot in slots if float(slot[0]) > now - self.period]
+            self._tidy(slots, now)
             if len(slots) < self.calls:
                 slot_id = uuid.uuid4().hex
-                slots.append([now + self.max_hold, slot_id])
+                slots.append([now + self._hold, slot_id])
                 return slot_id
-            return max(min(float(slot[0]) for slot in slots) + self.period - now, 0.001)
+            return self._wait(slots, now)
+
+    @property
+    def _hold(self) -> float:
+        """How far ahead an in-flight slot is stamped."""
+        return self.max_hold
+
+    def _tidy(self, slots: list[Slot], now: float) -> None:
+        """Clamp stamps lying further ahead than any live hold (a clock stepped back), drop freed ones."""
+        ahead = [slot for slot in slots if float(slot[0]) > now + self._hold]
+        if ahead:
+            log.warning(
+                "%d budget slots were stamped up to %.0f s in the future (clock stepped back?): "
+                "counted as ending now",
+                len(ahead),
+                max(float(slot[0]) for slot in ahead) - now,
+            )
+            for slot in ahead:
+                slot[0] = now
+        slots[:] = [slot for slot in slots if float(slot[0]) > now - self.period]
+
+    def _wait(self, slots: list[Slot], now: float) -> tuple[float, str]:
+        """Seconds until a slot can free: an ended one ``period`` after its stamp, one in flight no
+        sooner than ``period`` from now."""
+        in_flight = sum(1 for slot in slots if float(slot[0]) > now)
+        earliest = min(min(float(slot[0]) for slot in slots), now)
+        why = f"full, {len(slots) - in_flight} used in the last period and {in_flight} in flight"
+        return max(earliest + self.period - now, 0.001), why
+
+    def _taken(self, slot_id: str) -> None:
+        """Hook for backends whose in-flight slots need a heartbeat."""
 
     def release(self, slot_id: str) -> None:
         """Stamp the slot with the time its request ended (it stays counted for one more period)."""
@@ -86,6 +136,7 @@ class RateLimiter:
                 if slot[1] == slot_id:
                     slot[0] = now
                     return
+            slots.append([now, slot_id])  # pruned while in flight (lease ran out): still counts
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -97,34 +148,209 @@ class RateLimiter:
             self.release(slot_id)
 
 
+class Heartbeat:
+    """Renews the leases of the slots this process holds, every third of a lease, in a daemon thread.
+
+    A holder that is killed or stopped stops renewing: its slot then counts as ended when its lease runs
+    out. ``renew`` gets the ids held at that moment; it runs under a lock that :meth:`drop` also takes, so
+    a slot released meanwhile is never renewed after its end was stamped.
+    """
+
+    def __init__(self, interval: float, renew: Callable[[list[str]], None], name: str) -> None:
+        self.interval = interval
+        self._renew = renew
+        self._name = name
+        self._cond = threading.Condition()
+        self._held: set[str] = set()
+        self._pid = -1
+
+    def add(self, slot_id: str) -> None:
+        if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+            self._cond = threading.Condition()
+            self._held = set()
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name=self._name, daemon=True).start()
+        with self._cond:
+            self._held.add(slot_id)
+            self._cond.notify()
+
+    @contextlib.contextmanager
+    def drop(self, slot_id: str) -> Iterator[None]:
+        """Stop renewing ``slot_id``; the block (the stamping) runs before any further renewal."""
+        with self._cond:
+            self._held.discard(slot_id)
+            yield
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        with self._cond:
+            while self._pid == pid:
+                if not self._held:
+                    self._cond.wait()
+                    continue
+                due = time.monotonic() + self.interval
+                while (left := due - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                if self._held:
+                    try:
+                        self._renew(sorted(self._held))
+                    except Exception as err:  # the lease then runs out: safe, only capacity is lost
+                        log.warning("could not renew the lease of %d budget slots: %s", len(self._held), err)
+
+
 class FileRateLimiter(RateLimiter):
     """The same budget shared by every process on one machine through a JSON file under ``flock``."""
 
     def __init__(
-        self, path: str | os.PathLike[str], calls: int = 30, period: float = 30.0, **kwargs: float
+        self,
+        path: str | os.PathLike[str],
+        calls: int = 30,
+        period: float = 30.0,
+        *,
+        lease: float | None = None,
+        lock_timeout: float | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(calls, period, clock=time.time, **kwargs)  # type: ignore[arg-type]
+        super().__init__(calls, period, clock=clock, sleep=sleep)  # wall clock: shared by processes
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease = default_lease(self.period) if lease is None else float(lease)
+        # A lock held longer than this belongs to a stopped process: the lock file is set aside.
+        self.lock_timeout = max(2.0, min(self.period, 10.0)) if lock_timeout is None else lock_timeout
+        self._heartbeat = Heartbeat(self.lease / 3, self._renew, f"shortint-lease-{self.path.name}")
+
+    @property
+    def _hold(self) -> float:
+        return self.lease
+
+    def _taken(self, slot_id: str) -> None:
+        self._heartbeat.add(slot_id)
+
+    def release(self, slot_id: str) -> None:
+        with self._heartbeat.drop(slot_id):
+            for _ in range(3):
+                try:
+                    super().release(slot_id)
+                    return
+                except _LockLost:  # our lock was set aside mid-write: stamp again under the new one
+                    continue
+
+    def _renew(self, slot_ids: list[str]) -> None:
+        wanted = set(slot_ids)
+        with self._state() as slots:
+            now = self.clock()
+            for slot in slots:
+                if slot[1] in wanted:
+                    slot[0] = now + self.lease
 
     @contextlib.contextmanager
     def _state(self) -> Iterator[list[Slot]]:
         # The lock lives in a side file so that the state file itself is only ever replaced whole.
-        with self._lock, open(f"{self.path}.lock", "a", encoding="utf-8") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._lock, self._locked() as lock:
+            slots = _load_slots(self.path)
+            before = [list(slot) for slot in slots]
+            yield slots
+            if slots != before:
+                temp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+                temp.write_text(json.dumps(slots), encoding="utf-8")
+                if not _still_current(lock, self._lock_path):  # set aside while we were stopped
+                    temp.unlink(missing_ok=True)
+                    raise _LockLost
+                os.replace(temp, self.path)
+
+    def _try_take(self) -> str | tuple[float, str]:
+        try:
+            return super()._try_take()
+        except _LockLost:
+            return 0.001, "the budget file lock was set aside while this process held it; retrying"
+
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.path}.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The lock file's descriptor, flocked; a holder stuck past ``lock_timeout`` is set aside."""
+        seen, started, told, pause = -1, time.monotonic(), False, 0.001
+        while True:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                slots = _load_slots(self.path)
-                before = [list(slot) for slot in slots]
-                yield slots
-                if slots != before:
-                    temp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-                    temp.write_text(json.dumps(slots), encoding="utf-8")
-                    os.replace(temp, self.path)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                inode = os.fstat(fd).st_ino
+                os.close(fd)
+                if inode != seen:  # a new lock file (set aside by another waiter): time it afresh
+                    seen, started, told = inode, time.monotonic(), False
+                waited = time.monotonic() - started
+                if waited >= 1.0 and not told:
+                    log.warning(
+                        "waiting for the budget file lock %s, held by %s",
+                        self._lock_path,
+                        _holder(self._lock_path),
+                    )
+                    told = True
+                if waited >= self.lock_timeout:
+                    self._set_aside(inode, waited)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+                continue
+            if _still_current(fd, self._lock_path):
+                break
+            os.close(fd)  # locked a file that was set aside meanwhile: lock the new one
+        try:
+            yield fd
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _set_aside(self, inode: int, waited: float) -> None:
+        """Rename a lock file whose holder has not let go; its late write is then discarded."""
+        holder = _holder(self._lock_path)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self._lock_path).st_ino != inode:
+                return  # another waiter already did
+            os.replace(self._lock_path, f"{self._lock_path}.stuck")
+        log.warning(
+            "the budget file lock %s was held for %.1f s by %s: set aside, going on with a fresh lock",
+            self._lock_path,
+            waited,
+            holder,
+        )
+
+
+class _LockLost(Exception):
+    """Our lock file was set aside while we held it: our read-modify-write must not land."""
+
+
+def _still_current(fd: int, path: str) -> bool:
+    """True while ``path`` is the file ``fd`` locked."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _holder(path: str) -> str:
+    """Who holds the flock on the file (pid and state from /proc on Linux), for the log."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks", encoding="ascii") as handle:
+            for line in handle:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 4242 08:01:123456 0 EOF"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+                    pid = fields[4]
+                    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                        state = stat.read().rsplit(")", 1)[1].split()[0]
+                    name = {"T": "stopped", "t": "stopped by a debugger", "D": "in disk wait"}.get(state)
+                    return f"pid {pid}" + (f" ({name})" if name else "")
+    except (OSError, IndexError, ValueError):
+        pass
+    return "another process"
 
 
 def _load_slots(path: Path) -> list[Slot]:
+    """The slots stored in ``path``; anything unreadable, malformed or non-finite is dropped."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -134,7 +360,11 @@ def _load_slots(path: Path) -> list[Slot]:
     return [
         [float(item[0]), str(item[1])]
         for item in data
-        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], (int, float))
+        if isinstance(item, list)
+        and len(item) == 2
+        and isinstance(item[0], (int, float))
+        and not isinstance(item[0], bool)
+        and math.isfinite(item[0])
     ]
 
 
@@ -142,18 +372,40 @@ _SHARED: dict[tuple[object, ...], RateLimiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_limiter(key: str, calls: int, period: float, state_dir: str | None = None) -> RateLimiter:
-    """One limiter per API endpoint and budget in this process; file-backed when ``state_dir`` is set."""
-    cache_key = (key, int(calls), float(period), state_dir)
+def shared_limiter(
+    key: str,
+    calls: int,
+    period: float,
+    state_dir: str | None = None,
+    redis_conn_id: str | None = None,
+) -> RateLimiter:
+    """One limiter per API endpoint and budget in this process.
+
+    Precedence: Redis when ``redis_conn_id`` is set (every machine), else a file under ``state_dir``
+    (one machine), else memory (one process).
+    """
+    cache_key = (key, int(calls), float(period), state_dir, redis_conn_id)
     with _SHARED_LOCK:
         limiter = _SHARED.get(cache_key)
         if limiter is None:
-            if state_dir:
-                import hashlib
+            if redis_conn_id:
+                from airflow_provider_shortint.ratelimit_redis import RedisRateLimiter
 
-                name = hashlib.sha256(key.encode()).hexdigest()[:16]
-                limiter = FileRateLimiter(Path(state_dir) / f"shortint-budget-{name}.json", calls, period)
+                if state_dir:
+                    log.info("API budget kept in Redis (%r); rate_limit_state_dir is not used", redis_conn_id)
+                limiter = RedisRateLimiter(redis_conn_id, budget_name(key), calls, period)
+            elif state_dir:
+                limiter = FileRateLimiter(
+                    Path(state_dir) / f"shortint-budget-{budget_name(key)}.json", calls, period
+                )
             else:
                 limiter = RateLimiter(calls, period)
             _SHARED[cache_key] = limiter
         return limiter
+
+
+def budget_name(key: str) -> str:
+    """A short stable name for the budget of ``key`` (the API's base URL)."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,4 +135,164 @@ def test_long_wait_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     with limiter.slot():  # waits 30 s (in fake time)
         pass
     waits = [r.getMessage() for r in caplog.records if "API budget" in r.getMessage()]
-    assert waits == ["waiting 30.0 s for the API budget (1 requests / 30 s)"]
+    assert waits == [
+        "waiting 30.0 s for the API budget (1 requests / 30 s): "
+        "full, 1 used in the last period and 0 in flight"
+    ]
+
+
+def test_slots_in_flight_free_one_period_after_they_end() -> None:
+    """All slots in flight: the caller polls after one period, not after the hold (300 s) + period."""
+    clock = FakeClock()
+    limiter = RateLimiter(2, 5.0, clock=clock, sleep=clock.sleep)
+    a, _ = limiter.acquire(), limiter.acquire()
+    taken = limiter._try_take()
+    assert taken == (5.0, "full, 0 used in the last period and 2 in flight")
+    clock.now += 0.5
+    limiter.release(a)
+    limiter.acquire()
+    assert clock.now == pytest.approx(1000.5 + 5.0)
+
+
+# -- the file backend: liveness (issue 14) -------------------------------------------------------------------
+
+
+def test_file_ignores_non_finite_and_malformed_values(tmp_path: Path) -> None:
+    """Infinity, NaN, strings and booleans in the state file are dropped, not raised (was OverflowError)."""
+    path = tmp_path / "budget.json"
+    path.write_text(
+        '[[Infinity, "a"], [NaN, "b"], [-Infinity, "c"], ["1e9", "d"], [true, "e"], [1e400, "f"], 7]',
+        encoding="utf-8",
+    )
+    clock = FakeClock()
+    limiter = FileRateLimiter(path, 1, 30.0, clock=clock, sleep=clock.sleep)
+    limiter.release(limiter.acquire())
+    assert clock.sleeps == []
+    assert [slot[0] for slot in json.loads(path.read_text(encoding="utf-8"))] == [1000.0]
+
+
+def test_file_clamps_slots_stamped_in_the_future(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Slots stamped an hour ahead (the wall clock stepped back) block for one period, not an hour."""
+    path = tmp_path / "budget.json"
+    path.write_text(json.dumps([[1000.0 + 3600, "x"], [1000.0 + 3600, "y"]]), encoding="utf-8")
+    clock = FakeClock()
+    limiter = FileRateLimiter(path, 2, 30.0, clock=clock, sleep=clock.sleep)
+    caplog.set_level("WARNING", logger="airflow_provider_shortint.ratelimit")
+    limiter.acquire()
+    assert sum(clock.sleeps) == pytest.approx(30.0)
+    assert any("stamped up to 3600 s in the future" in r.getMessage() for r in caplog.records)
+
+
+def _hold_slot_then_wait(path: str, calls: int, period: float, lease: float, ready: Any) -> None:
+    limiter = FileRateLimiter(path, calls, period, lease=lease)
+    limiter.acquire()  # never released: the process is killed "mid-request"
+    ready.set()
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_file_slot_of_a_dead_or_stopped_process_frees_within_lease_plus_period(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A holder killed or stopped mid-request stops renewing its lease: its slot frees ``lease + period``
+    after its last renewal (it was held 300 s + period before leases)."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    path, period, lease = str(tmp_path / "budget.json"), 1.0, 0.5
+    holder = ctx.Process(target=_hold_slot_then_wait, args=(path, 1, period, lease, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        time.sleep(3 * lease)  # the heartbeat keeps the slot alive meanwhile
+        slots = json.loads(Path(path).read_text(encoding="utf-8"))
+        assert len(slots) == 1 and slots[0][0] > time.time()  # still in flight, lease renewed
+        os.kill(holder.pid, sig)  # type: ignore[arg-type]
+        sleeps: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            time.sleep(seconds)
+
+        limiter = FileRateLimiter(path, 1, period, lease=lease, sleep=sleep)
+        limiter.release(limiter.acquire())
+        assert sleeps, "the killed process did hold the only slot"
+        assert sum(sleeps) <= lease + period + 0.05
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)  # type: ignore[arg-type]
+        holder.kill()
+        holder.join(30)
+
+
+def _hold_lock(lock_path: str, ready: Any) -> None:
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        ready.set()
+        time.sleep(600)
+
+
+def test_file_lock_of_a_stopped_process_is_set_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process stopped while holding the state-file lock: named in the log, its lock set aside."""
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    path = tmp_path / "budget.json"
+    holder = ctx.Process(target=_hold_lock, args=(f"{path}.lock", ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        os.kill(holder.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+        caplog.set_level("WARNING", logger="airflow_provider_shortint.ratelimit")
+        limiter = FileRateLimiter(path, 5, 1.0, lock_timeout=1.5)
+        limiter.release(limiter.acquire())
+        messages = [r.getMessage() for r in caplog.records]
+        assert any(f"held by pid {holder.pid} (stopped)" in m for m in messages), messages
+        assert any("set aside, going on with a fresh lock" in m for m in messages), messages
+        assert len(json.loads(path.read_text(encoding="utf-8"))) == 1
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)  # type: ignore[arg-type]
+        holder.kill()
+        holder.join(30)
+
+
+def test_file_write_of_a_holder_whose_lock_was_set_aside_is_discarded(tmp_path: Path) -> None:
+    """The stopped holder wakes up and writes: its stale state must not overwrite the new one."""
+    path = tmp_path / "budget.json"
+    stale = FileRateLimiter(path, 5, 30.0)
+    fresh = FileRateLimiter(path, 5, 30.0, lock_timeout=0.3)
+    inside, resume = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def stuck_writer() -> None:
+        try:
+            with stale._state() as slots:
+                inside.set()
+                resume.wait(30)
+                slots.append([time.time(), "stale"])
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=stuck_writer)
+    thread.start()
+    assert inside.wait(30)
+    fresh.release(fresh.acquire())  # waits 0.3 s, sets the lock aside, writes its slot
+    resume.set()
+    thread.join(30)
+    assert [type(err).__name__ for err in errors] == ["_LockLost"]
+    ids = [slot[1] for slot in json.loads(path.read_text(encoding="utf-8"))]
+    assert len(ids) == 1 and ids != ["stale"]
+
+
+def test_heartbeat_keeps_a_long_request_counted(tmp_path: Path) -> None:
+    """A request longer than its lease keeps its slot: other processes' view sees it in flight."""
+    path = tmp_path / "budget.json"
+    holder = FileRateLimiter(path, 1, 30.0, lease=0.6)
+    other = FileRateLimiter(path, 1, 30.0, lease=0.6)
+    with holder.slot():
+        seen = []
+        for _ in range(4):  # 4 x 0.5 s = more than three leases
+            time.sleep(0.5)
+            taken = other._try_take()
+            assert not isinstance(taken, str)
+            seen.append(taken[1])
+    assert all("1 in flight" in why for why in seen), seen
