@@ -27,6 +27,8 @@ from airflow_provider_shortint.exceptions import InvalidParameterError, Unsuppor
 from airflow_provider_shortint.sandbox import SandboxServer
 from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor
 from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
+from tests._fixtures_opend_hook import opend_conn
+from tests._fixtures_slow import our_threads
 from tests.conftest import VENV_BIN, AirflowHome, conn_uri
 
 TOKEN = "s3cr3t-token"
@@ -211,6 +213,67 @@ def test_soft_fail_skips_on_rejection(api: SandboxServer) -> None:
         sensor(symbol="HK.99999", soft_fail=True, deferrable=True).execute(CTX)
 
 
+def test_pokes_keep_no_state(api: SandboxServer) -> None:
+    s = sensor(after="2026-05-15")
+    assert s.log is not None  # Airflow caches its logger on first use
+    before = dict(vars(s))
+    assert poke(s).is_done is False
+    api.publish("HK")
+    assert poke(s).xcom_value == {"symbol": "HK.00700", "trade_date": "2026-05-22"}
+    assert vars(s) == before  # nothing carried from one poke to the next, or to execute
+    assert s.target() == ("HK.00700", dt.date(2026, 5, 15))
+
+
+def test_poke_over_opend_sees_a_published_date(
+    opend_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``futu_opend`` connection through ``shortint_conn_id``: the hook its type registers."""
+    monkeypatch.setenv("AIRFLOW_CONN_SHORTINT_DEFAULT", opend_conn(opend_sandbox.opend_port))
+    before = our_threads()
+    s = sensor(after="2026-05-15")
+    assert poke(s).is_done is False
+    assert opend_sandbox.publish("HK") == dt.date(2026, 5, 22)
+    assert poke(s).xcom_value == {"symbol": "HK.00700", "trade_date": "2026-05-22"}
+    stats = opend_sandbox.stats()
+    assert stats["by_transport"] == {"rest": 0, "opend": 2}
+    assert not our_threads() - before  # each poke closed its OpenQuoteContext
+    with pytest.raises(AirflowFailException, match=r"HK\.99999"):
+        poke(sensor(symbol="HK.99999"))
+
+
+def outcome(s: ShortInterestNewRecordSensor) -> type[BaseException] | None:
+    try:
+        s.execute(CTX)
+    except BaseException as err:  # the class is what the task runner acts on
+        return type(err)
+    return None
+
+
+@pytest.mark.parametrize("flag", [None, "soft_fail", "never_fail"])
+@pytest.mark.parametrize(
+    "case", [{"symbol": "HK.99999"}, {"symbol": "{{ x }}"}, {"shortint_conn_id": "shortint_missing"}]
+)
+def test_deferrable_first_poke_fails_as_airflow_pokes_do(
+    api: SandboxServer, flag: str | None, case: dict[str, str]
+) -> None:
+    """Rejected symbol, bad rendered input, missing connection: the deferrable sensor's first poke ends
+    the way Airflow's own poke loop ends the same failure (fail, skip), for each of the sensor flags."""
+    kwargs = {**case, **({flag: True} if flag else {}), "poke_interval": 0.1, "timeout": 0.3}
+    in_airflow_loop = outcome(sensor(**kwargs, deferrable=False))
+    first_poke = outcome(sensor(**kwargs, deferrable=True))
+    assert first_poke is in_airflow_loop
+    assert in_airflow_loop is not None and in_airflow_loop is not TaskDeferred
+    # soft_fail covers failures (rejection, bad input), not errors such as a missing connection.
+    skips = flag == "never_fail" or (flag == "soft_fail" and "shortint_conn_id" not in case)
+    assert (first_poke is AirflowSkipException) is skips
+
+
+def test_deferrable_silent_fail_defers_after_an_unexpected_error(api: SandboxServer) -> None:
+    s = sensor(shortint_conn_id="shortint_missing", silent_fail=True, deferrable=True)
+    with pytest.raises(TaskDeferred):  # as Airflow's loop would poke again, the trigger polls again
+        s.execute(CTX)
+
+
 # -- deferrable ----------------------------------------------------------------------------------------------
 
 
@@ -299,7 +362,7 @@ from airflow.sdk import DAG, task
 from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor
 
 with DAG(
-    "shortint_sensor_e2e",
+    {dag_id!r},
     schedule=None,
     start_date=datetime.datetime(2026, 1, 1),
     params={{"after": "2026-05-15"}},
@@ -325,12 +388,34 @@ with DAG(
 def test_reschedule_and_deferrable_under_airflow(
     sandbox: SandboxServer, airflow_home: AirflowHome, tmp_path: Path
 ) -> None:
-    out = tmp_path / "xcom.json"
-    airflow_home.add_dag(DAG_SOURCE.format(out=str(out)), "shortint_sensor_e2e.py")
     sandbox.configure(token=TOKEN)
-    env = {**airflow_home.env, "AIRFLOW_CONN_SHORTINT_DEFAULT": conn_uri(sandbox.url, password=TOKEN)}
+    run_sensor_dag(
+        sandbox, airflow_home, tmp_path, conn_uri(sandbox.url, password=TOKEN), "shortint_sensor_e2e"
+    )
+    assert sandbox.stats()["by_transport"]["opend"] == 0
+
+
+def test_reschedule_and_deferrable_under_airflow_over_opend(
+    opend_sandbox: SandboxServer, airflow_home: AirflowHome, tmp_path: Path
+) -> None:
+    """The same DAG, its connection a ``futu_opend`` one: the real futu-api client in the task and the
+    trigger."""
+    run_sensor_dag(
+        opend_sandbox, airflow_home, tmp_path, opend_conn(opend_sandbox.opend_port), "shortint_sensor_opend"
+    )
+    assert opend_sandbox.stats()["by_transport"]["rest"] == 0
+
+
+def run_sensor_dag(
+    sandbox: SandboxServer, airflow_home: AirflowHome, tmp_path: Path, conn: str, dag_id: str
+) -> None:
+    """`airflow dags test` of DAG_SOURCE with ``conn`` as shortint_default: a reschedule sensor and a
+    deferrable one each see a date the sandbox publishes while they wait."""
+    out = tmp_path / "xcom.json"
+    airflow_home.add_dag(DAG_SOURCE.format(out=str(out), dag_id=dag_id), f"{dag_id}.py")
+    env = {**airflow_home.env, "AIRFLOW_CONN_SHORTINT_DEFAULT": conn}
     proc = subprocess.Popen(
-        [str(VENV_BIN / "airflow"), "dags", "test", "shortint_sensor_e2e"],
+        [str(VENV_BIN / "airflow"), "dags", "test", dag_id],
         env=env,
         cwd=airflow_home.root,
         stdout=subprocess.PIPE,
@@ -374,12 +459,11 @@ def test_reschedule_and_deferrable_under_airflow(
     with sqlite3.connect(airflow_home.root / "airflow.db") as db:
         reschedules = db.execute(
             "SELECT count(*) FROM task_reschedule r JOIN task_instance t ON r.ti_id = t.id "
-            "WHERE t.dag_id = 'shortint_sensor_e2e' AND t.task_id = 'wait_us'"
+            "WHERE t.dag_id = ? AND t.task_id = 'wait_us'",
+            (dag_id,),
         ).fetchone()[0]
         states = dict(
-            db.execute(
-                "SELECT task_id, state FROM task_instance WHERE dag_id = 'shortint_sensor_e2e'"
-            ).fetchall()
+            db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall()
         )
     assert reschedules >= 1
     assert states == {"wait_us": "success", "wait_hk": "success", "report": "success"}

@@ -6,16 +6,11 @@ import datetime as dt
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import (
-    AirflowException,
-    AirflowFailException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-)
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestError
 from airflow_provider_shortint.validation import is_template, positive_int
@@ -23,7 +18,14 @@ from airflow_provider_shortint.validation import is_template, positive_int
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+    from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
+
+
+class Target(NamedTuple):
+    """What one check compares against: the canonical symbol and the reference date (None: any record)."""
+
+    symbol: str
+    reference: dt.date | None
 
 
 class ShortInterestNewRecordSensor(BaseSensorOperator):
@@ -31,7 +33,8 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
 
     The reference date is ``after`` if given; else, with ``lake_path``, the latest ``trade_date`` the lake
     holds for ``symbol`` (read at every poke; nothing stored means any record counts); else any record
-    counts. Each poke is one request (``count=1``).
+    counts. Each poke is one request (``count=1``) through the hook the connection's type registers
+    (``shortint``: REST, ``futu_opend``: OpenD), opened for the poke and closed after it.
 
     XCom (``return_value``), only when done: ``{"symbol": "HK.00700", "trade_date": "2026-05-22"}``.
 
@@ -47,16 +50,13 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
     :param symbol: "HK.00700" or "US.AAPL" (templated)
     :param after: ISO date ``YYYY-MM-DD`` (templated); None: use the lake, or accept any record
     :param lake_path: lake to read the reference date from when ``after`` is None (templated)
-    :param shortint_conn_id: connection id
+    :param shortint_conn_id: connection id, of type ``shortint`` or ``futu_opend``
     :param deferrable: wait in the triggerer (``ShortInterestNewRecordTrigger``) instead of a worker
     :param max_failures: deferrable mode: consecutive failed polls before the task fails
     """
 
     template_fields: Sequence[str] = ("symbol", "after", "lake_path")
     ui_color = "#d9ecf2"
-
-    _hook: ShortInterestHook | None = None
-    _reference: dt.date | None = None
 
     #: Attempts per poke beyond the first: small, since the next poke is a retry anyway.
     poke_max_retries = 1
@@ -88,55 +88,41 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         if after is not None and not is_template(after):
             to_date(after, "after")
 
-    # -- helpers ------------------------------------------------------------------------------------------
+    # -- what to compare, and one check ----------------------------------------------------------------
 
-    def _get_hook(self) -> ShortInterestHook:
-        hook = self._hook
-        if hook is None:
-            from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
-
-            hook = ShortInterestHook(
-                shortint_conn_id=self.shortint_conn_id, max_retries=self.poke_max_retries
-            )
-            self._hook = hook
-        return hook
-
-    def _close_hook(self) -> None:
-        hook = self._hook
-        if hook is not None:
-            hook.close()
-            self._hook = None
-
-    def _validated_input(self) -> tuple[str, dt.date | None]:
-        """Canonical symbol and ``after`` as a date; bad input fails the task without a request."""
+    def target(self) -> Target:
+        """The canonical symbol and the reference date: ``after``, else the lake's latest date for the
+        symbol, else None. Bad input fails the task without a request."""
         from airflow_provider_shortint.symbols import normalize_symbol
         from airflow_provider_shortint.validation import to_date
 
         try:
-            return normalize_symbol(self.symbol), to_date(self.after, "after")
+            symbol, after = normalize_symbol(self.symbol), to_date(self.after, "after")
+            if after is not None or not self.lake_path:
+                return Target(symbol, after)
+            from airflow_provider_shortint.lake import open_lake
+
+            lake = open_lake(self.lake_path)  # e.g. a relative path: bad input, not worth a retry
+            return Target(symbol, lake.latest_dates([symbol]).get(symbol))
         except ShortInterestError as err:
             raise AirflowFailException(f"{self.task_id}: {err.message}") from None
 
-    def _reference_date(self, symbol: str, after: dt.date | None) -> dt.date | None:
-        if after is not None or not self.lake_path:
-            return after
-        from airflow_provider_shortint.lake import open_lake
+    def _open_hook(self) -> ShortInterestBaseHook:
+        """The hook the connection's type registers (REST or OpenD)."""
+        from airflow_provider_shortint.hooks.factory import hook_for_connection
 
+        return hook_for_connection(self.shortint_conn_id, max_retries=self.poke_max_retries)
+
+    def check(self, target: Target) -> PokeReturnValue:
+        """One request for the newest record (its own hook, closed at once): done if newer than the
+        reference."""
+        symbol, reference = target
         try:
-            lake = open_lake(self.lake_path)
-        except ShortInterestError as err:  # e.g. a relative path: bad input, not worth a retry
-            raise AirflowFailException(f"{self.task_id}: {err.message}") from None
-        stored: dt.date | None = lake.latest_dates([symbol]).get(symbol)
-        return stored
-
-    # -- sensor -------------------------------------------------------------------------------------------
-
-    def poke(self, context: Context) -> PokeReturnValue:
-        symbol, after = self._validated_input()
-        reference = self._reference_date(symbol, after)
-        self._reference = reference
-        try:
-            latest = self._get_hook().get_latest(symbol)
+            hook = self._open_hook()
+            try:
+                latest = hook.get_latest(symbol)
+            finally:
+                hook.close()
         except ShortInterestError as err:
             if isinstance(err, NonRetryableError):
                 raise AirflowFailException(f"{self.task_id}: {err.message}") from None
@@ -154,23 +140,28 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         self.log.info("%s: newest record %s, waiting for one after %s", symbol, newest, reference)
         return PokeReturnValue(False)
 
+    # -- sensor -------------------------------------------------------------------------------------------
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        return self.check(self.target())
+
     def execute(self, context: Context) -> Any:
-        try:
-            if not self.deferrable:
-                return super().execute(context)
-            first = self._first_poke(context)
-        finally:
-            self._close_hook()
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_shortint._compat import run_as_poke
+
+        # One target for the first poke and the trigger: the lake is read once before deferring.
+        target = run_as_poke(self, self.target)
+        first = run_as_poke(self, lambda: self.check(target), if_silenced=PokeReturnValue(False))
         if first.is_done:
             return first.xcom_value
         from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
 
-        reference = self._reference
-        symbol, _ = self._validated_input()
-        self.log.info("%s: deferring; the triggerer polls every %s s", symbol, self.poke_interval)
+        reference = target.reference
+        self.log.info("%s: deferring; the triggerer polls every %s s", target.symbol, self.poke_interval)
         self.defer(
             trigger=ShortInterestNewRecordTrigger(
-                symbol=symbol,
+                symbol=target.symbol,
                 after=None if reference is None else reference.isoformat(),
                 shortint_conn_id=self.shortint_conn_id,
                 poke_interval=float(self.poke_interval),
@@ -180,17 +171,6 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=self.timeout),
         )
-
-    def _first_poke(self, context: Context) -> PokeReturnValue:
-        """The poke before deferring, with the same soft_fail/never_fail handling as a sensor poke."""
-        try:
-            return self.poke(context)
-        except (AirflowFailException, AirflowSensorTimeout) as err:
-            if self.soft_fail:
-                raise AirflowSkipException("Skipping due to soft_fail is set to True.") from err
-            if self.never_fail:
-                raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
-            raise
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, str]:
         """Resume after the trigger fired: the same XCom as a poke, or the trigger's error."""

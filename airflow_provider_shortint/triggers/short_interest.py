@@ -5,41 +5,39 @@
 * :class:`ShortInterestNewRecordEventTrigger` - a ``BaseEventTrigger`` for ``AssetWatcher``: runs forever
   and fires once per new trade date, so a DAG can be scheduled on new short-interest data.
 
-Both keep only plain values in their kwargs (never the token, never objects), read the connection with
-``await hook.aload_settings()`` (synchronous connection access inside the event loop can deadlock) and
-send each request from a worker thread of the provider's own small pool, so the triggerer's loop never
-blocks and a wait for the API budget never holds a thread other triggers need.
+Both keep only plain values in their kwargs (never the token, never objects), get the hook the
+connection's type registers (REST or OpenD) with the connection read once per run through
+``aget_connection``, and poll through the one poll step of :mod:`.poll`: each request in a thread of
+its own, bounded by the time left, so the triggerer's loop never blocks, a stuck request cannot hold a
+trigger past its deadline, and stuck triggers never starve the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import datetime as dt
-import functools
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-from airflow_provider_shortint.exceptions import (
-    InvalidParameterError,
-    NonRetryableError,
-    ShortInterestResponseError,
-    ShortInterestServerError,
-)
+from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.symbols import normalize_symbol
+from airflow_provider_shortint.triggers.poll import (
+    MIN_POKE_INTERVAL,
+    Poller,
+    PollResult,
+    classify,
+    failure_message,
+    open_hook,
+    poll_limit,
+    poll_wait,
+    retry_wait,
+)
 from airflow_provider_shortint.validation import is_template, positive_int
 
-if TYPE_CHECKING:
-    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
-
-#: Errors of a flaky API (-5, HTTP 429/5xx, timeouts, garbled bodies): wait and poll again.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ShortInterestServerError, ShortInterestResponseError)
-
-#: Shortest wait between two polls, whatever ``poke_interval`` says (a trigger must never spin).
-MIN_POKE_INTERVAL = 0.1
+__all__ = ["MIN_POKE_INTERVAL", "ShortInterestNewRecordEventTrigger", "ShortInterestNewRecordTrigger"]
 
 _MODULE = __name__
 
@@ -58,36 +56,8 @@ def _interval(value: object, name: str) -> float:
     return float(value)
 
 
-def _message(err: BaseException) -> str:
-    """One line describing ``err``: the provider's own message (never contains the token)."""
-    text = getattr(err, "message", None) or str(err) or type(err).__name__
-    return " ".join(str(text).split())
-
-
-async def _newest_trade_date(hook: ShortInterestHook, symbol: str) -> dt.date | None:
-    """One request (count=1) in a worker thread; the newest trade date, or None if there is no data."""
-    latest = await asyncio.get_running_loop().run_in_executor(_executor(), hook.get_latest, symbol)
-    if latest is None:
-        return None
-    day = latest["trade_date"]
-    return day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
-
-
-@functools.cache
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads of this provider's own: a request waiting for the API budget never holds one of the
-    triggerer's shared default-pool threads."""
-    return concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="shortint-trigger")
-
-
 def _event(payload: dict[str, Any]) -> TriggerEvent:
     return TriggerEvent(payload)  # type: ignore[no-untyped-call]
-
-
-def _backoff(poke_interval: float, failures: int, max_backoff: float) -> float:
-    """``poke_interval`` doubled per consecutive failure, capped at ``max(max_backoff, poke_interval)``."""
-    base = max(poke_interval, MIN_POKE_INTERVAL)
-    return float(min(base * 2 ** max(failures - 1, 0), max(max_backoff, base)))
 
 
 def _serialized(trigger: BaseTrigger, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
@@ -95,11 +65,15 @@ def _serialized(trigger: BaseTrigger, names: tuple[str, ...]) -> tuple[str, dict
     return f"{_MODULE}.{type(trigger).__name__}", {name: getattr(trigger, name) for name in names}
 
 
-def _new_hook(conn_id: str) -> ShortInterestHook:
-    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+def _connection_failure(conn_id: str, symbol: str, err: Exception) -> PollResult:
+    """A connection that cannot give a hook: permanent if its settings are wrong, else (e.g. not defined
+    yet on this host) transient."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    # One attempt per poll: the trigger's own loop (poke_interval, backoff) is the retry.
-    return ShortInterestHook(shortint_conn_id=conn_id, max_retries=0)
+    # "The conn_id `x` isn't defined" holds no secret; other errors are described as the poll step does.
+    not_found = isinstance(err, AirflowNotFoundException)
+    reason = " ".join(str(err).split()) if not_found else failure_message(err)
+    return PollResult(classify(err).kind, message=f"{symbol}: cannot use connection {conn_id!r}: {reason}")
 
 
 class ShortInterestNewRecordTrigger(BaseTrigger):
@@ -110,14 +84,15 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
     * ``{"status": "success", "symbol": "HK.00700", "trade_date": "2026-05-22"}``
     * ``{"status": "error", "symbol": ..., "message": ..., "retryable": bool}`` - at once for -3/-7/-8/401/403
       (``retryable`` False), or after ``max_failures`` consecutive failed polls (``retryable`` True)
-    * ``{"status": "timeout", "symbol": ..., "message": ...}`` - ``deadline`` (Unix time) passed
+    * ``{"status": "timeout", "symbol": ..., "message": ...}`` - ``deadline`` (Unix time) passed, also
+      while a request was stuck (the poll waits only for the time left; the stuck thread is abandoned)
 
     :param symbol: "HK.00700", "US.AAPL" (normalised; validated here, before any request)
     :param after: ISO date ``YYYY-MM-DD`` or None
     :param shortint_conn_id: the Airflow connection to use
     :param poke_interval: seconds between polls (at least 0.1); slept after every poll that did not end
     :param max_failures: consecutive failed polls (5xx, 429, -5, timeouts) before an error event
-    :param max_backoff: cap of the doubling wait after failures (never below ``poke_interval``)
+    :param max_backoff: cap of the doubling, jittered wait after failures (never below ``poke_interval``)
     :param deadline: Unix time after which a ``timeout`` event ends the wait (None: only Airflow's
         deferral timeout applies)
     """
@@ -125,7 +100,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
     def __init__(
         self,
         symbol: str,
-        after: str | None = None,
+        after: str | dt.date | None = None,
         shortint_conn_id: str = "shortint_default",
         poke_interval: float = 60.0,
         max_failures: int = 10,
@@ -158,63 +133,73 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
     def _error(self, message: str, retryable: bool) -> TriggerEvent:
         return _event({"status": "error", "symbol": self.symbol, "message": message, "retryable": retryable})
 
+    def _timeout(self, stuck: bool) -> TriggerEvent:
+        detail = " (the last request was still running)" if stuck else ""
+        message = (
+            f"{self.symbol}: no record newer than {self.after or 'nothing'} appeared before the "
+            f"sensor's timeout{detail}"
+        )
+        return _event({"status": "timeout", "symbol": self.symbol, "message": message})
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         symbol = self.symbol
         after = None if self.after is None else dt.date.fromisoformat(self.after)
-        hook = _new_hook(self.shortint_conn_id)
         try:
-            try:
-                await hook.aload_settings()
-            except Exception as err:
-                message = f"{symbol}: cannot use connection {self.shortint_conn_id!r}: {_message(err)}"
-                self.log.error("%s", message)
-                yield self._error(message, retryable=not isinstance(err, InvalidParameterError))
-                return
+            hook = await open_hook(self.shortint_conn_id)
+        except Exception as err:
+            failure = _connection_failure(self.shortint_conn_id, symbol, err)
+            self.log.error("%s", failure.message)
+            yield self._error(failure.message, retryable=failure.kind == "transient")
+            return
+        poller = Poller(hook, symbol)
+        try:
             failures = 0
             while True:
-                if self.deadline is not None and time.time() >= self.deadline:
-                    yield _event(
-                        {
-                            "status": "timeout",
-                            "symbol": symbol,
-                            "message": f"{symbol}: no record newer than {self.after or 'nothing'} "
-                            "appeared before the sensor's timeout",
-                        }
-                    )
+                left = self._time_left()
+                if left is not None and left <= 0:
+                    yield self._timeout(stuck=False)
                     return
-                try:
-                    newest = await _newest_trade_date(hook, symbol)
-                except NonRetryableError as err:
-                    message = _message(err)
-                    self.log.error("%s: not retrying: %s", symbol, message)
-                    yield self._error(message, retryable=False)
+                limit = poll_limit(hook) if left is None else min(poll_limit(hook), left)
+                result = await poller.poll_newest(limit)
+                if result.timed_out and (left := self._time_left()) is not None and left <= 0:
+                    self.log.warning("%s; the deadline has passed", result.message)
+                    yield self._timeout(stuck=True)
                     return
-                except TRANSIENT_ERRORS as err:
+                if result.kind == "permanent":
+                    self.log.error("%s: not retrying: %s", symbol, result.message)
+                    yield self._error(result.message, retryable=False)
+                    return
+                if result.kind == "transient":
                     failures += 1
-                    message = _message(err)
                     if failures >= self.max_failures:
-                        summary = f"{symbol}: {failures} consecutive polls failed; last error: {message}"
+                        summary = (
+                            f"{symbol}: {failures} consecutive polls failed; last error: {result.message}"
+                        )
                         self.log.error("%s", summary)
                         yield self._error(summary, retryable=True)
                         return
-                    delay = _backoff(self.poke_interval, failures, self.max_backoff)
+                    delay = retry_wait(self.poke_interval, failures, self.max_backoff)
                     self.log.warning(
                         "%s: poll failed (%d of %d allowed in a row), next poll in %.1f s: %s",
                         symbol,
                         failures,
                         self.max_failures,
                         delay,
-                        message,
+                        result.message,
                     )
                 else:
                     failures = 0
+                    newest = result.newest
                     if newest is not None and (after is None or newest > after):
                         self.log.info("%s: new record %s (after %s)", symbol, newest, self.after)
                         yield _event(
                             {"status": "success", "symbol": symbol, "trade_date": newest.isoformat()}
                         )
                         return
-                    delay = max(self.poke_interval, MIN_POKE_INTERVAL)
+                    delay = poll_wait(self.poke_interval)
                     self.log.info(
                         "%s: newest record %s, waiting for one after %s; next poll in %.1f s",
                         symbol,
@@ -222,11 +207,11 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
                         self.after,
                         delay,
                     )
-                if self.deadline is not None:
-                    delay = max(min(delay, self.deadline - time.time()), 0.0)
+                if (left := self._time_left()) is not None:
+                    delay = max(min(delay, left), 0.0)
                 await asyncio.sleep(delay)
         finally:
-            hook.close()
+            await poller.aclose()
 
 
 class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
@@ -243,9 +228,10 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
     a trigger watching a single asset), in the asset's state store, so a triggerer restart does not
     fire twice for the same date.
 
-    Errors never end the trigger (an event would schedule the DAG): transient ones back off (doubling
-    up to ``max_backoff``); non-retryable ones (-7/-8/-3, 401/403) are logged as errors and retried only
-    every ``max_backoff`` seconds.
+    Errors never end the trigger (an event would schedule the DAG): transient ones (including a poll
+    that got no answer within the connection's timeout plus one budget period) back off (doubling, with
+    jitter, up to ``max_backoff``); non-retryable ones (-7/-8/-3, 401/403) are logged as errors and
+    retried only every ``max_backoff`` seconds.
 
     All kwargs are static values (no templates): Airflow identifies a watcher by the hash of its
     classpath and kwargs, so they must not change from one DAG parse to the next.
@@ -256,7 +242,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
     def __init__(
         self,
         symbol: str,
-        after: str | None = None,
+        after: str | dt.date | None = None,
         shortint_conn_id: str = "shortint_default",
         poke_interval: float = 300.0,
         max_backoff: float = 3600.0,
@@ -306,6 +292,16 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         except Exception as err:
             self.log.warning("%s: could not store the last reported date: %s", self.symbol, err)
 
+    async def _poll(self, poller: Poller | None) -> tuple[Poller | None, PollResult]:
+        """One poll; the hook is opened (connection read once) by the first poll that can open it."""
+        if poller is None:
+            try:
+                hook = await open_hook(self.shortint_conn_id)
+            except Exception as err:
+                return None, _connection_failure(self.shortint_conn_id, self.symbol, err)
+            poller = Poller(hook, self.symbol)
+        return poller, await poller.poll_newest(poll_limit(poller.hook))
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         symbol = self.symbol
         after = None if self.after is None else dt.date.fromisoformat(self.after)
@@ -314,29 +310,28 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         last: dt.date | None = max(known) if known else None
         self.last_reported = last
         needs_baseline = last is None  # after=None and nothing stored: the first poll sets the reference
-        hook = _new_hook(self.shortint_conn_id)
+        poller: Poller | None = None
         failures = 0
         try:
             while True:
-                try:
-                    await hook.aload_settings()
-                    newest = await _newest_trade_date(hook, symbol)
-                except NonRetryableError as err:
-                    delay = max(self.max_backoff, self.poke_interval, MIN_POKE_INTERVAL)
-                    self.log.error("%s: %s; polling again in %.0f s", symbol, _message(err), delay)
-                except Exception as err:  # transient API errors and anything unexpected: retry
+                poller, result = await self._poll(poller)
+                if result.kind == "permanent":
+                    delay = max(self.max_backoff, poll_wait(self.poke_interval))
+                    self.log.error("%s: %s; polling again in %.0f s", symbol, result.message, delay)
+                elif result.kind == "transient":
                     failures += 1
-                    delay = _backoff(self.poke_interval, failures, self.max_backoff)
+                    delay = retry_wait(self.poke_interval, failures, self.max_backoff)
                     self.log.warning(
                         "%s: poll failed (%d in a row), next poll in %.1f s: %s",
                         symbol,
                         failures,
                         delay,
-                        _message(err),
+                        result.message,
                     )
                 else:
                     failures = 0
-                    delay = max(self.poke_interval, MIN_POKE_INTERVAL)
+                    delay = poll_wait(self.poke_interval)
+                    newest = result.newest
                     if needs_baseline:
                         # No data yet (-10) leaves the reference empty: the first record will count.
                         needs_baseline = False
@@ -356,4 +351,5 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
                         yield _event(payload)
                 await asyncio.sleep(delay)
         finally:
-            hook.close()
+            if poller is not None:
+                await poller.aclose()
