@@ -451,8 +451,18 @@ def test_stats(sb: SandboxServer) -> None:
     get(sb, "US.AAPL")
     requests.get(sb.url + "/_sandbox/state", timeout=5)
     stats = requests.get(sb.url + "/_sandbox/stats", timeout=5).json()
-    assert set(stats) == {"requests", "by_status", "by_symbol", "rate_limited", "faults", "timestamps"}
+    assert set(stats) == {
+        "requests",
+        "by_transport",
+        "by_status",
+        "by_ret_type",
+        "by_symbol",
+        "rate_limited",
+        "faults",
+        "timestamps",
+    }
     assert stats["requests"] == 3 and stats["by_status"] == {"200": 2, "400": 1}
+    assert stats["by_transport"] == {"rest": 3, "opend": 0} and stats["by_ret_type"] == {}
     assert stats["by_symbol"] == {"HK.00700": 2, "US.AAPL": 1}
     assert len(stats["timestamps"]) == 3 and abs(stats["timestamps"][-1] - time.time()) < 5
     assert requests.post(sb.url + "/_sandbox/reset_stats", timeout=5).json() == {"ok": True}

@@ -1,4 +1,5 @@
-"""CLI: ``python -m airflow_provider_shortint.sandbox --port 8765``; runs until SIGTERM or SIGINT."""
+"""CLI: ``python -m airflow_provider_shortint.sandbox --port 8765 [--opend-port 11111]``; runs until SIGTERM
+or SIGINT."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import threading
 from datetime import date
 from types import FrameType
 
-from airflow_provider_shortint.sandbox.server import END_MARKERS, SandboxConfig, SandboxServer
+from airflow_provider_shortint.sandbox.config import END_MARKERS, SandboxConfig
+from airflow_provider_shortint.sandbox.server import SandboxServer
 
 
 def _rate(text: str) -> float:
@@ -30,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default %(default)s)")
+    p.add_argument(
+        "--opend-port",
+        type=int,
+        default=None,
+        help="also serve the OpenD protocol (futu-api) on this port; 0 picks a free one (default: off)",
+    )
     p.add_argument("--rate-limit-calls", type=int, default=d.rate_limit_calls, help="0 disables the limit")
     p.add_argument("--rate-limit-period", type=float, default=d.rate_limit_period, help="window in seconds")
     p.add_argument("--internal-error-rate", type=_rate, default=0.0, help="share of ret_code -5 answers")
@@ -62,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     server = SandboxServer(config)
     try:
         server.start()
+    except ImportError as err:
+        print(f"shortint sandbox: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
-        print(f"shortint sandbox: cannot listen on {config.host}:{config.port}: {err}", file=sys.stderr)
+        where = f"{config.host}:{config.port}" + (
+            f" / OpenD {config.opend_port}" if config.opend_port is not None else ""
+        )
+        print(f"shortint sandbox: cannot listen on {where}: {err}", file=sys.stderr)
         return 1
     done = threading.Event()
 
@@ -73,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(f"shortint sandbox listening on {server.url}", flush=True)
+    if config.opend_port is not None:
+        print(f"shortint sandbox OpenD listening on {config.host}:{server.opend_port}", flush=True)
     try:
         while not done.wait(0.2):
             pass

@@ -1,4 +1,4 @@
-"""Deterministic synthetic short-interest histories and the HK / US trading calendars of the sandbox.
+"""Deterministic synthetic short-interest histories of the sandbox (calendars: ``calendars.py``).
 
 Every value is a pure function of (symbol, trading date): seeds come from SHA-256, never from ``hash()``,
 so two processes (or two runs) serve byte-identical data.
@@ -11,21 +11,49 @@ import functools
 import hashlib
 import math
 import random
-import re
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Final, Literal
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
+from typing import Final
 
-Market = Literal["HK", "US"]
+from airflow_provider_shortint import markets
+from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
+from airflow_provider_shortint.sandbox.calendars import (
+    MARKETS,
+    TIMEZONES,
+    Market,
+    easter_sunday,
+    hk_holidays,
+    is_business_day,
+    last_record_date,
+    next_record_date,
+    previous_business_day,
+    record_dates,
+    timestamp_ms,
+    us_holidays,
+)
+from airflow_provider_shortint.symbols import normalize_symbol
+
+__all__ = [  # the calendar names stay importable from here
+    "MARKETS",
+    "TIMEZONES",
+    "Market",
+    "easter_sunday",
+    "history",
+    "history_start",
+    "history_view",
+    "hk_holidays",
+    "is_business_day",
+    "last_record_date",
+    "next_record_date",
+    "parse_symbol",
+    "previous_business_day",
+    "record_dates",
+    "timestamp_ms",
+    "us_holidays",
+]
+
 Item = dict[str, "str | int | float"]
-
-MARKETS: Final[tuple[Market, ...]] = ("HK", "US")
-TIMEZONES: Final[dict[Market, ZoneInfo]] = {
-    "HK": ZoneInfo("Asia/Hong_Kong"),
-    "US": ZoneInfo("America/New_York"),
-}
 DEFAULT_TODAY: Final = date(2026, 5, 15)
 """Default "published through" date of both markets (the newest record in the vendor's documents)."""
 
@@ -47,212 +75,22 @@ class SymbolError(ValueError):
         self.message = message
 
 
-_HK_CODE = re.compile(r"[0-9]{1,5}")
-_US_TICKER = re.compile(r"[A-Z][A-Z0-9.\-]{0,9}")
-_OTHER_MARKET = re.compile(r"[A-Z]{2,4}")
-_OTHER_CODE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
-
-
 def parse_symbol(raw: str) -> str:
-    """Canonical symbol ("hk.700" -> "HK.00700"); raises SymbolError(-3 malformed / -8 other market)."""
-    text = raw.strip()
-    market, dot, code = text.upper().partition(".")
-    shown = raw if len(raw) <= 40 else raw[:40] + "..."
-    if dot and code and text.isascii():  # "\u017f".upper() == "S": non-ASCII is malformed
-        if market == "HK" and _HK_CODE.fullmatch(code):
-            return f"HK.{int(code):05d}"
-        if market == "US" and _US_TICKER.fullmatch(code) and ".." not in code and code[-1] not in ".-":
-            return f"US.{code}"
-        if market not in ("HK", "US") and _OTHER_MARKET.fullmatch(market) and _OTHER_CODE.fullmatch(code):
-            return _raise(-8, "unsupported", f"market {market} is not supported: only HK and US securities")
-    return _raise(
-        -3, "invalid_parameter", f"invalid symbol format {shown!r}: expected HK.<digits> or US.<ticker>"
-    )
+    """Canonical symbol ("hk.700" -> "HK.00700"); raises SymbolError(-3 malformed / -8 other market).
 
-
-def _raise(ret_code: int, code: str, message: str) -> str:
-    """Raise a SymbolError (typed as returning str so callers can ``return`` it)."""
-    raise SymbolError(ret_code, code, message)
+    The grammar is the provider's own (``symbols.normalize_symbol``): the sandbox rejects what clients do.
+    """
+    try:
+        return normalize_symbol(raw)
+    except UnsupportedSecurityError as err:
+        raise SymbolError(-8, "unsupported", err.message) from None
+    except InvalidParameterError as err:
+        raise SymbolError(-3, "invalid_parameter", err.message) from None
 
 
 def market_of(symbol: str) -> Market:
-    """Market of a canonical symbol."""
-    return "HK" if symbol.startswith("HK.") else "US"
-
-
-# --------------------------------------------------------------------------------------------------
-# Calendars
-# --------------------------------------------------------------------------------------------------
-
-# First day of the Lunar New Year (HK closes that day and the next two).
-_LUNAR_NEW_YEAR: Final[dict[int, date]] = {
-    2015: date(2015, 2, 19),
-    2016: date(2016, 2, 8),
-    2017: date(2017, 1, 28),
-    2018: date(2018, 2, 16),
-    2019: date(2019, 2, 5),
-    2020: date(2020, 1, 25),
-    2021: date(2021, 2, 12),
-    2022: date(2022, 2, 1),
-    2023: date(2023, 1, 22),
-    2024: date(2024, 2, 10),
-    2025: date(2025, 1, 29),
-    2026: date(2026, 2, 17),
-    2027: date(2027, 2, 6),
-    2028: date(2028, 1, 26),
-    2029: date(2029, 2, 13),
-    2030: date(2030, 2, 3),
-}
-
-
-def easter_sunday(year: int) -> date:
-    """Western Easter Sunday (anonymous Gregorian algorithm)."""
-    a = year % 19
-    b, c = divmod(year, 100)
-    d, e = divmod(b, 4)
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    l_ = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * l_) // 451
-    month, day = divmod(h + l_ - 7 * m + 114, 31)
-    return date(year, month, day + 1)
-
-
-@functools.lru_cache(maxsize=128)
-def hk_holidays(year: int) -> frozenset[date]:
-    """HKEX full-day closures (simplified): New Year, Lunar New Year, Easter, Ching Ming, Labour Day,
-    1 July, National Day, Christmas; a holiday on a Sunday (or on another holiday) moves to the next day."""
-    easter = easter_sunday(year)
-    ching_ming = date(year, 4, 4 if year % 4 in (0, 1) else 5)
-    fixed = [date(year, 1, 1)]
-    lny = _LUNAR_NEW_YEAR.get(year)
-    if lny is not None:
-        fixed += [lny, lny + timedelta(days=1), lny + timedelta(days=2)]
-    fixed += [
-        easter - timedelta(days=2),  # Good Friday
-        easter - timedelta(days=1),  # the day following Good Friday (a Saturday)
-        easter + timedelta(days=1),  # Easter Monday
-        ching_ming,
-        date(year, 5, 1),
-        date(year, 7, 1),
-        date(year, 10, 1),
-        date(year, 12, 25),
-        date(year, 12, 26),
-    ]
-    result: set[date] = set()
-    for day in fixed:
-        while day.weekday() == 6 or day in result:
-            day += timedelta(days=1)
-        result.add(day)
-    return frozenset(result)
-
-
-def _nth_weekday(year: int, month: int, weekday: int, n: int) -> date:
-    """The n-th given weekday of a month (n = -1: the last one)."""
-    if n > 0:
-        first = date(year, month, 1)
-        return first + timedelta(days=(weekday - first.weekday()) % 7 + 7 * (n - 1))
-    last = date(year, month + 1, 1) - timedelta(days=1) if month < 12 else date(year, 12, 31)
-    return last - timedelta(days=(last.weekday() - weekday) % 7)
-
-
-def _observed(day: date) -> date:
-    """US federal rule: Saturday -> Friday, Sunday -> Monday."""
-    if day.weekday() == 5:
-        return day - timedelta(days=1)
-    if day.weekday() == 6:
-        return day + timedelta(days=1)
-    return day
-
-
-@functools.lru_cache(maxsize=128)
-def us_holidays(year: int) -> frozenset[date]:
-    """NYSE full-day closures (regular holidays; one-off closures are left out)."""
-    days = {
-        _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
-        _nth_weekday(year, 2, 0, 3),  # Washington's Birthday
-        easter_sunday(year) - timedelta(days=2),  # Good Friday
-        _nth_weekday(year, 5, 0, -1),  # Memorial Day
-        _observed(date(year, 7, 4)),
-        _nth_weekday(year, 9, 0, 1),  # Labor Day
-        _nth_weekday(year, 11, 3, 4),  # Thanksgiving
-        _observed(date(year, 12, 25)),
-    }
-    new_year = date(year, 1, 1)
-    if new_year.weekday() != 5:  # NYSE does not close on Friday 31 Dec for a Saturday New Year
-        days.add(_observed(new_year))
-    if year >= 2022:
-        days.add(_observed(date(year, 6, 19)))  # Juneteenth
-    return frozenset(days)
-
-
-def is_business_day(market: Market, day: date) -> bool:
-    """True when the market's exchange is open on ``day``."""
-    if day.weekday() >= 5:
-        return False
-    holidays = hk_holidays(day.year) if market == "HK" else us_holidays(day.year)
-    return day not in holidays
-
-
-def previous_business_day(market: Market, day: date) -> date:
-    """``day`` itself when the exchange is open, else the nearest earlier open day."""
-    while not is_business_day(market, day):
-        day -= timedelta(days=1)
-    return day
-
-
-def record_dates(market: Market, start: date, end: date) -> list[date]:
-    """Publication dates in [start, end], oldest first.
-
-    HK: the last trading day of each Monday-Friday week. US: the 15th and the last day of each month,
-    each moved back to the previous business day.
-    """
-    found: list[date] = []
-    if market == "HK":
-        monday = start - timedelta(days=start.weekday())
-        while monday <= end:
-            for offset in (4, 3, 2, 1, 0):
-                day = monday + timedelta(days=offset)
-                if is_business_day("HK", day):
-                    found.append(day)
-                    break
-            monday += timedelta(days=7)
-    else:
-        year, month = start.year, start.month
-        while date(year, month, 1) <= end:
-            next_month = date(year + month // 12, month % 12 + 1, 1)
-            for target in (date(year, month, 15), next_month - timedelta(days=1)):
-                found.append(previous_business_day("US", target))
-            year, month = next_month.year, next_month.month
-    return [day for day in found if start <= day <= end]
-
-
-def next_record_date(market: Market, after: date) -> date:
-    """The first publication date strictly after ``after``."""
-    window = after + timedelta(days=1)
-    while True:
-        dates = record_dates(market, window, window + timedelta(days=45))
-        if dates:
-            return dates[0]
-        window += timedelta(days=46)
-
-
-def last_record_date(market: Market, through: date) -> date:
-    """The newest publication date on or before ``through``."""
-    dates = record_dates(market, through - timedelta(days=45), through)
-    return dates[-1]
-
-
-def timestamp_ms(market: Market, day: date) -> int:
-    """Milliseconds since the epoch at local midnight of ``day`` in the market's time zone (DST-aware)."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=TIMEZONES[market]).timestamp()) * 1000
-
-
-# --------------------------------------------------------------------------------------------------
-# Synthetic values
-# --------------------------------------------------------------------------------------------------
+    """Market of a canonical symbol (an unregistered prefix raises, see ``markets.market_of``)."""
+    return markets.market_of(symbol)
 
 
 def _seed(*parts: object) -> int:
@@ -438,10 +276,10 @@ class _Series:
         if pinned:
             for day, doc in pinned.items():
                 states[day] = _State(price=doc.close, short=float(doc.aggregated_short), volume=1.8e7)
-            back_from, fwd_from = min(pinned), max(pinned)
+            back_from = min(pinned)
         else:
             states[anchor] = _anchor_state(symbol, self.profile)
-            back_from = fwd_from = anchor
+            back_from = anchor
         # Backwards from the oldest anchored record down to the first record.
         older = [day for day in record_dates(self.market, first, back_from) if day < back_from]
         state = states[back_from]
@@ -454,7 +292,6 @@ class _Series:
             _make_item(symbol, self.market, day, st, self.profile)
             for day, st in zip(self._dates, self._states, strict=True)
         ]
-        self._fwd_from = fwd_from
 
     def through(self, last: date) -> list[Item]:
         """Records dated on or before ``last``, oldest first (the list is shared: do not mutate)."""
