@@ -285,14 +285,14 @@ def test_latest_dates_reads_only_two_columns(lake: ParquetLake, monkeypatch: pyt
 def test_upsert_lists_nothing_beyond_its_partitions(
     lake: ParquetLake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_shortint import lake as lake_module
+    from airflow_provider_shortint.lake.local_store import LocalStore
 
     lake.upsert(make_table(HK, [D1, D2]))
 
     def forbidden(self: Any) -> list[str]:
         raise AssertionError("upsert listed the lake")
 
-    monkeypatch.setattr(lake_module._LocalStore, "list_data_files", forbidden)
+    monkeypatch.setattr(LocalStore, "list_data_files", forbidden)
     assert lake.upsert(make_table(HK, [D3])).partitions_written == ("market=HK/dt=2026-05-15",)
 
 
@@ -404,11 +404,11 @@ def test_exception_between_partitions_then_rerun_converges(
     original = ParquetLake._write_partition
     calls: list[str] = []
 
-    def flaky(self: ParquetLake, partition: str, data: Any) -> None:
+    def flaky(self: ParquetLake, partition: str, data: Any, expected: Any) -> None:
         calls.append(partition)
         if len(calls) == 2:
             raise RuntimeError("injected failure")
-        original(self, partition, data)
+        original(self, partition, data, expected)
 
     monkeypatch.setattr(ParquetLake, "_write_partition", flaky)
     with pytest.raises(RuntimeError, match="injected failure") as info:
@@ -471,7 +471,7 @@ def _concurrent_writer(
     while time.time() < start_at:
         time.sleep(0.001)
     for rnd in range(rounds):
-        own = [f"HK.{worker}{rnd:03d}", f"US.W{worker}R{rnd}"]
+        own = [f"HK.{worker}{rnd:04d}", f"US.W{worker}R{rnd}"]
         shared = ["HK.00700", "US.AAPL", f"US.S{worker % 2}"]
         rows = [make_row(s, d) for s in own for d in (D1, D2, D3)]
         rows += [make_row(s, d, version=worker * 100 + rnd) for s in shared for d in (D1, D2, D3)]
@@ -508,7 +508,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path, pool: Any, processes: i
     table = open_lake(path).read()
     keys = list(zip(table.column("symbol").to_pylist(), table.column("trade_date").to_pylist(), strict=True))
     assert len(keys) == len(set(keys)), "duplicate (symbol, trade_date)"
-    own = {f"HK.{w}{r:03d}" for w in range(processes) for r in range(rounds)}
+    own = {f"HK.{w}{r:04d}" for w in range(processes) for r in range(rounds)}
     own |= {f"US.W{w}R{r}" for w in range(processes) for r in range(rounds)}
     shared = {"HK.00700", "US.AAPL", "US.S0", "US.S1"}
     assert set(keys) == {(s, d) for s in own | shared for d in (D1, D2, D3)}
@@ -549,6 +549,20 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path, pool: Any, processes: i
         "1s3://bucket",
         "s3:/bucket/lake",
         "s3://[bucket/lake",
+        # '..' and '.' segments, surrounding whitespace, control characters (issue 14)
+        "/data/../etc/lake",
+        "/data/lake/..",
+        "file:///data/%2e%2e/lake",
+        "file:///data/%2E%2E/lake",
+        "s3://aws_test@bucket/../other",
+        "s3://aws_test@bucket/lakes/%2e%2e/other",
+        "s3://aws_test@bucket/./lake",
+        "/data/lake ",
+        " /data/lake",
+        "/data/lake\n",
+        "/data/la\tke",
+        "s3://aws_test@bucket/lake ",
+        "s3://aws_test@bucket/lake\n",
     ],
 )
 def test_bad_paths_raise_invalid_parameter(bad: Any) -> None:

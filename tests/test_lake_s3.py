@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,18 +14,9 @@ pytest.importorskip("s3fs", reason="s3fs is not installed: Airflow's s3:// Objec
 from airflow_provider_shortint.lake import open_lake
 from airflow_provider_shortint.records import COLUMNS, lake_schema, rows_to_table
 
-CONN_ID = "aws_test"
-BUCKET = "shortint-lake"
 D2, D3 = dt.date(2026, 5, 14), dt.date(2026, 5, 15)
 T0 = dt.datetime(2026, 5, 16, tzinfo=dt.UTC)
 T1 = dt.datetime(2026, 5, 17, tzinfo=dt.UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rows(symbols: list[str], days: list[dt.date], price: float = 1.0) -> list[dict[str, Any]]:
@@ -43,85 +27,12 @@ def rows(symbols: list[str], days: list[dt.date], price: float = 1.0) -> list[di
     ]
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto_server on a free loopback port, the bucket, and the Airflow connection in the environment."""
-    port = free_port()
-    moto_server = Path(sys.executable).with_name("moto_server")
-    command = [str(moto_server)] if moto_server.exists() else [sys.executable, "-m", "moto.server"]
-    server = subprocess.Popen(
-        [*command, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.1)
-    from airflow.sdk.io.store import _STORE_CACHE
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }.items():
-            patch.setenv(name, value)
-        conn = {
-            "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        patch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
-        s3(endpoint).create_bucket(Bucket=BUCKET)
-        _STORE_CACHE.pop(f"s3-{CONN_ID}", None)  # an fs cached for another endpoint must not be reused
-        try:
-            yield endpoint
-        finally:
-            _STORE_CACHE.pop(f"s3-{CONN_ID}", None)
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def s3(endpoint: str | None = None) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@pytest.fixture
-def prefix(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
-    """A fresh key prefix per test in the module's bucket."""
-    return f"lakes/{request.node.name.replace('[', '_').replace(']', '')}"
-
-
-def objects(endpoint: str, prefix: str) -> dict[str, tuple[str, Any]]:
-    listing = s3(endpoint).list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/").get("Contents", [])
-    return {o["Key"][len(prefix) + 1 :]: (o["ETag"], o["LastModified"]) for o in listing}
-
-
-def test_upsert_layout_idempotency_and_readback(s3_endpoint: str, prefix: str) -> None:
+def test_upsert_layout_idempotency_and_readback(s3_server: Any, s3_prefix: str) -> None:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    lake = open_lake(f"s3://{CONN_ID}@{BUCKET}/{prefix}")
-    assert lake.uri == f"s3://{BUCKET}/{prefix}"  # no connection id, no credentials
+    lake = open_lake(s3_server.url(s3_prefix))
+    assert lake.uri == f"s3://{s3_server.bucket}/{s3_prefix}"  # no connection id, no credentials
     table = rows_to_table(rows(["HK.00700", "HK.00005", "US.AAPL"], [D2, D3]), ingested_at=T0)
     first = lake.upsert(table)
     assert first.rows_written == 6
@@ -131,14 +42,17 @@ def test_upsert_layout_idempotency_and_readback(s3_endpoint: str, prefix: str) -
         "market=US/dt=2026-05-14",
         "market=US/dt=2026-05-15",
     )
-    stored = objects(s3_endpoint, prefix)
+    stored = s3_server.objects(s3_prefix)
     assert sorted(stored) == [f"{p}/part-0.parquet" for p in first.partitions_written]
-    assert lake.partition_path("HK", D3) == f"s3://{BUCKET}/{prefix}/market=HK/dt=2026-05-15/part-0.parquet"
+    assert (
+        lake.partition_path("HK", D3)
+        == f"s3://{s3_server.bucket}/{s3_prefix}/market=HK/dt=2026-05-15/part-0.parquet"
+    )
 
     time.sleep(1.1)  # LastModified has one-second resolution
     again = lake.upsert(rows_to_table(rows(["HK.00700", "HK.00005", "US.AAPL"], [D2, D3]), ingested_at=T1))
     assert (again.rows_written, again.rows_unchanged, again.partitions_written) == (0, 6, ())
-    assert objects(s3_endpoint, prefix) == stored  # no object rewritten
+    assert s3_server.objects(s3_prefix) == stored  # no object rewritten
 
     assert lake.latest_dates() == {"HK.00005": D3, "HK.00700": D3, "US.AAPL": D3}
     assert lake.latest_dates(["US.AAPL", "US.NOPE"]) == {"US.AAPL": D3}
@@ -150,13 +64,13 @@ def test_upsert_layout_idempotency_and_readback(s3_endpoint: str, prefix: str) -
     from airflow.sdk import ObjectStoragePath
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    base = ObjectStoragePath(f"s3://{CONN_ID}@{BUCKET}/{prefix}")
+    base = ObjectStoragePath(s3_server.url(s3_prefix))
     with (base / "market=US/dt=2026-05-15/part-0.parquet").open("rb") as handle:
         one = pq.read_table(handle)
     assert one.schema.equals(lake_schema())
     assert one.column("symbol").to_pylist() == ["US.AAPL"]
     dataset = ds.dataset(
-        f"{BUCKET}/{prefix}",
+        f"{s3_server.bucket}/{s3_prefix}",
         filesystem=PyFileSystem(FSSpecHandler(base.fs)),
         format="parquet",
         partitioning="hive",
@@ -164,18 +78,18 @@ def test_upsert_layout_idempotency_and_readback(s3_endpoint: str, prefix: str) -
     assert dataset.to_table().num_rows == 6
 
 
-def test_changed_row_rewrites_only_its_partition(s3_endpoint: str, prefix: str) -> None:
+def test_changed_row_rewrites_only_its_partition(s3_server: Any, s3_prefix: str) -> None:
     from airflow.sdk import ObjectStoragePath
 
-    lake = open_lake(ObjectStoragePath(f"s3://{CONN_ID}@{BUCKET}/{prefix}"))
+    lake = open_lake(ObjectStoragePath(s3_server.url(s3_prefix)))
     lake.upsert(rows_to_table(rows(["HK.00700", "HK.00005"], [D2, D3]), ingested_at=T0))
-    before = objects(s3_endpoint, prefix)
+    before = s3_server.objects(s3_prefix)
     changed = rows(["HK.00700", "HK.00005"], [D3])
     changed[0]["close_price"] = 99.0
     result = lake.upsert(rows_to_table(changed, ingested_at=T1))
     assert (result.rows_written, result.rows_unchanged) == (1, 1)
     assert result.partitions_written == ("market=HK/dt=2026-05-15",)
-    after = objects(s3_endpoint, prefix)
+    after = s3_server.objects(s3_prefix)
     assert after["market=HK/dt=2026-05-14/part-0.parquet"] == before["market=HK/dt=2026-05-14/part-0.parquet"]
     assert after["market=HK/dt=2026-05-15/part-0.parquet"] != before["market=HK/dt=2026-05-15/part-0.parquet"]
     by_symbol = {r["symbol"]: r for r in lake.read().to_pylist() if r["trade_date"] == D3}
@@ -183,31 +97,31 @@ def test_changed_row_rewrites_only_its_partition(s3_endpoint: str, prefix: str) 
     assert by_symbol["HK.00005"]["ingested_at"] == T0
 
 
-def test_empty_prefix_reads_as_empty_lake(s3_endpoint: str, prefix: str) -> None:
-    lake = open_lake(f"s3://{CONN_ID}@{BUCKET}/{prefix}/nothing-here")
+def test_empty_prefix_reads_as_empty_lake(s3_server: Any, s3_prefix: str) -> None:
+    lake = open_lake(f"{s3_server.url(s3_prefix)}/nothing-here")
     assert lake.latest_dates() == {}
     assert lake.read().num_rows == 0
 
 
-def test_operator_loads_into_s3(s3_endpoint: str, prefix: str, sandbox: Any, use_conn: Any) -> None:
+def test_operator_loads_into_s3(s3_server: Any, s3_prefix: str, sandbox: Any, use_conn: Any) -> None:
     """The operator on lake_path="s3://conn@bucket/prefix": a full load, then an up-to-date run."""
     from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 
     use_conn(sandbox.url)
-    lake_path = f"s3://{CONN_ID}@{BUCKET}/{prefix}"
+    lake_path = s3_server.url(s3_prefix)
     symbols = ["HK.00700", "US.AAPL"]
     full = ShortInterestToParquetOperator(
         task_id="s3_full", symbols=symbols, lake_path=lake_path, mode="full"
     )
     assert [a.uri for a in full.outlets] == [
-        f"s3://{BUCKET}/{prefix}/market=HK",
-        f"s3://{BUCKET}/{prefix}/market=US",
+        f"s3://{s3_server.bucket}/{s3_prefix}/market=HK",
+        f"s3://{s3_server.bucket}/{s3_prefix}/market=US",
     ]
     summary = full.execute(context={})  # type: ignore[arg-type]
     expected = {symbol: sandbox.history(symbol) for symbol in symbols}
     assert summary["rows_written"] == sum(len(h) for h in expected.values())
-    assert summary["lake"] == f"s3://{BUCKET}/{prefix}"
-    keys = objects(s3_endpoint, prefix)
+    assert summary["lake"] == f"s3://{s3_server.bucket}/{s3_prefix}"
+    keys = s3_server.objects(s3_prefix)
     assert len(keys) == len({(s[:2], item["timestamp_str"]) for s, h in expected.items() for item in h})
     assert open_lake(lake_path).latest_dates(symbols) == {s: dt.date(2026, 5, 15) for s in symbols}
 
@@ -215,4 +129,164 @@ def test_operator_loads_into_s3(s3_endpoint: str, prefix: str, sandbox: Any, use
     again = ShortInterestToParquetOperator(task_id="s3_incr", symbols=symbols, lake_path=lake_path)
     summary = again.execute(context={})  # type: ignore[arg-type]
     assert summary["requests"] == 2 and summary["rows_written"] == 0
-    assert objects(s3_endpoint, prefix) == keys  # nothing rewritten: same ETags and times
+    assert s3_server.objects(s3_prefix) == keys  # nothing rewritten: same ETags and times
+
+
+# ------------------------------------------------------------------------------------------------
+# Compare-and-swap writes (DESIGN.md §10)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_conditional_put_refuses_a_stale_version(s3_server: Any, s3_prefix: str) -> None:
+    from airflow_provider_shortint.lake.store import Stored, WriteConflict
+
+    lake = open_lake(s3_server.url(s3_prefix))
+    assert lake.write_guard == "compare-and-swap"
+    store = lake._store
+    rel = "market=HK/dt=2026-05-15/part-0.parquet"
+    absent = store.read(rel)
+    assert absent == Stored(None)
+    store.write(rel, b"v1", absent)  # If-None-Match: * on a new key
+    first = store.read(rel)
+    assert first.data == b"v1" and first.version
+    with pytest.raises(WriteConflict):
+        store.write(rel, b"other", absent)  # the key exists now
+    store.write(rel, b"v2", first)  # If-Match: the ETag read
+    with pytest.raises(WriteConflict):
+        store.write(rel, b"v3", first)  # stale ETag: 412
+    assert store.read(rel).data == b"v2"
+    assert (
+        s3_server.client().get_object(Bucket=s3_server.bucket, Key=f"{s3_prefix}/{rel}")["Body"].read()
+        == b"v2"
+    )
+
+
+def test_conflict_rereads_and_merges_the_other_writers_rows(s3_server: Any, s3_prefix: str) -> None:
+    from airflow_provider_shortint.lake import ParquetLake
+
+    lake, other = open_lake(s3_server.url(s3_prefix)), open_lake(s3_server.url(s3_prefix))
+    lake.upsert(rows_to_table(rows(["HK.00005"], [D3]), ingested_at=T0))
+    original = ParquetLake._write_partition
+    interleaved: list[str] = []
+
+    def other_writes_first(self: ParquetLake, partition: str, table: Any, expected: Any) -> None:
+        if self is lake and not interleaved:  # between our read and our write, another writer commits
+            interleaved.append(partition)
+            other.upsert(rows_to_table(rows(["HK.09988"], [D3]), ingested_at=T0))
+        original(self, partition, table, expected)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ParquetLake, "_write_partition", other_writes_first)
+        patch.setattr(lake, "_sleep", lambda seconds: None)
+        result = lake.upsert(rows_to_table(rows(["HK.00700"], [D3]), ingested_at=T1))
+    assert interleaved == ["market=HK/dt=2026-05-15"]
+    assert result.conflicts == 1 and result.rows_written == 1
+    assert sorted(lake.read().column("symbol").to_pylist()) == ["HK.00005", "HK.00700", "HK.09988"]
+
+
+def test_conflicts_past_the_bound_fail_clearly(s3_server: Any, s3_prefix: str) -> None:
+    from airflow_provider_shortint.lake import LakeConflictError
+    from airflow_provider_shortint.lake.parquet_lake import MAX_WRITE_ATTEMPTS
+    from airflow_provider_shortint.lake.store import WriteConflict
+
+    lake = open_lake(s3_server.url(s3_prefix))
+    attempts: list[str] = []
+
+    def always_beaten(rel: str, data: bytes, expected: Any) -> None:
+        attempts.append(rel)
+        if rel.startswith("market=US"):
+            raise WriteConflict(rel)
+        type(lake._store).write(lake._store, rel, data, expected)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lake._store, "write", always_beaten)
+        patch.setattr(lake, "_sleep", lambda seconds: None)
+        with pytest.raises(LakeConflictError) as info:
+            lake.upsert(rows_to_table(rows(["HK.00700", "US.AAPL"], [D2, D3])))
+    message, notes = str(info.value), " ".join(info.value.__notes__)
+    assert f"s3://{s3_server.bucket}/{s3_prefix}" in message and "market=US/dt=2026-05-14" in message
+    assert f"{MAX_WRITE_ATTEMPTS} attempts" in message
+    assert "['market=HK/dt=2026-05-14', 'market=HK/dt=2026-05-15']" in notes  # written
+    assert "not written: ['market=US/dt=2026-05-14', 'market=US/dt=2026-05-15']" in notes
+    assert len(attempts) == 2 + MAX_WRITE_ATTEMPTS
+    assert sorted(s3_server.objects(s3_prefix)) == [
+        "market=HK/dt=2026-05-14/part-0.parquet",
+        "market=HK/dt=2026-05-15/part-0.parquet",
+    ]
+
+
+def test_failed_put_names_lake_and_partitions(s3_server: Any, s3_prefix: str) -> None:
+    from airflow_provider_shortint.lake import LakeWriteError
+
+    lake = open_lake(s3_server.url(s3_prefix))
+    calls: list[str] = []
+
+    def quota_exceeded(rel: str, data: bytes, expected: Any) -> None:
+        calls.append(rel)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        type(lake._store).write(lake._store, rel, data, expected)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lake._store, "write", quota_exceeded)
+        with pytest.raises(LakeWriteError) as info:
+            lake.upsert(rows_to_table(rows(["HK.00700"], [D2, D3])))
+    assert isinstance(info.value, OSError) and info.value.errno == 28
+    assert str(info.value).startswith(
+        f"lake s3://{s3_server.bucket}/{s3_prefix}: writing partition market=HK/dt=2026-05-15"
+    )
+    assert "No space left on device" in str(info.value)
+    assert "not written: ['market=HK/dt=2026-05-15']" in " ".join(info.value.__notes__)
+
+
+# ------------------------------------------------------------------------------------------------
+# Long-lived readers
+# ------------------------------------------------------------------------------------------------
+
+REWRITE = """
+import datetime as dt, sys
+from airflow_provider_shortint.lake import open_lake
+from airflow_provider_shortint.records import rows_to_table
+days = (dt.date(2026, 5, 14), dt.date(2026, 5, 15), dt.date(2026, 5, 18))
+rows = [{"symbol": s, "trade_date": d, "timestamp": 2, "close_price": 50.0, "shares_short": 7}
+        for s in ("HK.00700", "US.AAPL") for d in days]
+result = open_lake(sys.argv[1]).upsert(rows_to_table(rows))
+assert result.rows_written == 6, result
+"""
+
+
+def test_reader_sees_files_another_process_replaced(s3_server: Any, s3_prefix: str) -> None:
+    """A process that read the lake (listing, files, ETags cached by s3fs) reads the new data later."""
+    import os
+    import subprocess
+    import sys
+
+    from airflow.sdk import ObjectStoragePath
+
+    url = s3_server.url(s3_prefix)
+    reader = open_lake(url)
+    reader.upsert(rows_to_table(rows(["HK.00700", "US.AAPL"], [D2, D3]), ingested_at=T0))
+    for _ in range(2):  # warm every cache a long-lived reader builds
+        assert reader.latest_dates(["HK.00700", "US.AAPL"]) == {"HK.00700": D3, "US.AAPL": D3}
+        assert set(reader.read(["close_price"]).column(0).to_pylist()) == {1.0, 2.0}
+    fs = ObjectStoragePath(url).fs
+    fs.find(f"{s3_server.bucket}/{s3_prefix}")  # s3fs now caches the listing and every file's ETag
+    with (ObjectStoragePath(url) / "market=HK/dt=2026-05-15/part-0.parquet").open("rb") as handle:
+        handle.read(4)
+
+    done = subprocess.run(
+        [sys.executable, "-c", REWRITE, url],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    newest = dt.date(2026, 5, 18)
+    assert reader.latest_dates(["HK.00700", "US.AAPL"]) == {"HK.00700": newest, "US.AAPL": newest}
+    assert reader.latest_dates() == {"HK.00700": newest, "US.AAPL": newest}
+    table = reader.read(["symbol", "close_price", "dt"])
+    assert table.num_rows == 6 and set(table.column("close_price").to_pylist()) == {50.0}
+    again = open_lake(ObjectStoragePath(url))  # the sensor's way: a new lake per poke, same cached fs
+    assert again.latest_dates("HK.00700") == {"HK.00700": newest}

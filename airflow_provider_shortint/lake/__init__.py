@@ -1,0 +1,40 @@
+"""The partitioned Parquet lake (DESIGN.md §6, §10): atomic, idempotent upserts keyed on (symbol, trade_date).
+
+Layout: ``{lake}/market=HK/dt=2026-05-15/part-0.parquet``, one file per (market, trading date), every
+file in :func:`~airflow_provider_shortint.records.lake_schema`, rows sorted by symbol. Modules:
+
+- ``location``: ``lake_path`` -> local directory or object-storage location (syntax only, no I/O);
+- ``layout``: the partition path format (the one place that knows it);
+- ``arrow``: pure Arrow functions (conform, check, split into partitions, merge, Parquet bytes);
+- ``store``: the store interface and its write guard; ``local_store`` (flock + temp + fsync +
+  ``os.replace``), ``object_store`` (any fsspec store, single writer), ``s3_store`` (compare-and-swap);
+- ``lease``: the single-writer lease of stores without conditional writes;
+- ``parquet_lake``: ``ParquetLake`` (upsert, read, latest_dates) and ``open_lake``.
+
+pyarrow is imported inside the functions that need it: the DAG processor imports operator modules on
+every parse and must not pay for it. See docs/LAKE.md.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_shortint.lake.errors import (
+    LakeConcurrencyError,
+    LakeConflictError,
+    LakeSchemaError,
+    LakeWriteError,
+)
+from airflow_provider_shortint.lake.layout import LOCK_DIR, PART_FILE, PARTITION_COLUMNS
+from airflow_provider_shortint.lake.parquet_lake import ParquetLake, UpsertResult, open_lake
+
+__all__ = [
+    "LOCK_DIR",
+    "PARTITION_COLUMNS",
+    "PART_FILE",
+    "LakeConcurrencyError",
+    "LakeConflictError",
+    "LakeSchemaError",
+    "LakeWriteError",
+    "ParquetLake",
+    "UpsertResult",
+    "open_lake",
+]

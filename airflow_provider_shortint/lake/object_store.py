@@ -1,0 +1,112 @@
+"""A lake under an ObjectStoragePath (gs://, abfs://, ... any fsspec filesystem Airflow knows).
+
+Object stores have no rename and no flock: a changed partition is built in memory and written to its
+final key in one write, so readers see the old object or the new one. This generic store knows no
+precondition its filesystem would honour, so its guard is SINGLE_WRITER (the lake takes a writer
+lease and refuses a second writer); ``s3_store.S3Store`` adds compare-and-swap for S3.
+
+Every read, listing and write bypasses or clears the filesystem's caches: a process that lives for
+days must see files other processes replaced since (s3fs, gcsfs and adlfs cache listings forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_shortint.lake.layout import is_data_file
+from airflow_provider_shortint.lake.location import RemoteLocation
+from airflow_provider_shortint.lake.store import LakeStore, Stored, WriteGuard, read_each
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+S3_PROTOCOLS = ("s3", "s3a")
+
+
+def object_store(location: RemoteLocation) -> LakeStore:
+    """The store for an object-storage location: compare-and-swap on S3, single writer elsewhere."""
+    if location.protocol in S3_PROTOCOLS:
+        from airflow_provider_shortint.lake.s3_store import S3Store
+
+        return S3Store(location)
+    return ObjectStore(location)
+
+
+class ObjectStore:
+    """Files under an ObjectStoragePath, through its fsspec filesystem (no conditional writes)."""
+
+    guard = WriteGuard.SINGLE_WRITER
+
+    def __init__(self, location: RemoteLocation) -> None:
+        self.location = location
+        self.uri = location.uri
+        self._base: ObjectStoragePath | None = location.path
+
+    @property
+    def base(self) -> ObjectStoragePath:
+        if self._base is None:  # built on first use: building it resolves the connection
+            from airflow.sdk import ObjectStoragePath
+
+            self._base = ObjectStoragePath(self.uri, conn_id=self.location.conn_id)
+        return self._base
+
+    @property
+    def fs(self) -> Any:
+        return self.base.fs
+
+    @property
+    def root(self) -> str:
+        """The root as the filesystem names it (``bucket/prefix`` for most stores)."""
+        return str(self.fs._strip_protocol(str(self.base.path))).rstrip("/")
+
+    def full(self, rel: str) -> str:
+        return f"{self.uri}/{rel}"
+
+    def local_root(self) -> str | None:
+        return None
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def read(self, rel: str) -> Stored:
+        path = self._path(rel)
+        self._forget(path)
+        try:
+            data: bytes = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return Stored(None)
+        return Stored(data)
+
+    def read_many(self, rels: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        return read_each(self, rels)
+
+    def write(self, rel: str, data: bytes, expected: Stored) -> None:
+        path = self._path(rel)
+        self.fs.pipe_file(path, data)
+        self._forget(path)
+
+    def delete(self, rel: str) -> None:
+        path = self._path(rel)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(path)
+        self._forget(path)
+
+    def list_data_files(self) -> list[str]:
+        root = self.root
+        self._forget()
+        try:
+            paths = self.fs.find(root)
+        except FileNotFoundError:
+            return []
+        prefix = root.lstrip("/") + "/"
+        rels = (
+            str(path).lstrip("/")[len(prefix) :] for path in paths if str(path).lstrip("/").startswith(prefix)
+        )
+        return sorted(rel for rel in rels if is_data_file(rel))
+
+    def _forget(self, path: str | None = None) -> None:
+        """Drop cached listings (all of them without ``path``): the next call asks the store."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(path)
