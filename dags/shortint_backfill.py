@@ -3,8 +3,10 @@
 Manual DAG (no schedule). The universe is split into chunks; each chunk is one mapped
 ``ShortInterestToParquetOperator`` task (``mode="full"``) in the ``shortint_api`` pool, and every task
 draws from the same request budget (connection extra ``rate_limit_state_dir``; see docs/DAGS.md).
-A final task emits asset events for the lake actually written (through an AssetAlias, since the lake
-path is a run parameter), which triggers ``shortint_report`` when it is the default lake.
+``summarize`` adds the chunks up and emits one asset event per market that got rows (through an
+AssetAlias, since the lake path is a run parameter), which triggers ``shortint_report`` when it is the
+default lake; a re-run that wrote nothing emits none. ``check_rejected`` then fails the run if the API
+rejected a symbol: the loads only warn, so the rows committed are announced all the same.
 
 Trigger with e.g.::
 
@@ -16,13 +18,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from _shortint_common import API_POOL, CONN_ID, DEFAULT_LAKE_PATH, DEFAULT_UNIVERSE, MARKETS
 from airflow.sdk import AssetAlias, Param, dag, task
 
+from airflow_provider_shortint.example_settings import (
+    API_POOL,
+    CONN_ID,
+    DEFAULT_UNIVERSE,
+    default_lake_path,
+    fail_if_rejected,
+)
+from airflow_provider_shortint.markets import MARKET_CODES
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 
 LAKE_ALIAS = "shortint_backfill_lake"
-DEFAULT_SYMBOLS = ",".join(symbol for market in MARKETS for symbol in DEFAULT_UNIVERSE[market])
+DEFAULT_SYMBOLS = ",".join(symbol for market in MARKET_CODES for symbol in DEFAULT_UNIVERSE[market])
 
 
 @dag(
@@ -41,7 +50,7 @@ DEFAULT_SYMBOLS = ",".join(symbol for market in MARKETS for symbol in DEFAULT_UN
             description="Symbols to backfill: a list or a comma-separated string (HK.00700, US.AAPL...).",
         ),
         "lake_path": Param(
-            DEFAULT_LAKE_PATH,
+            default_lake_path(),
             type="string",
             minLength=1,
             description="Lake root: local path, file:// or s3://conn@bucket/key "
@@ -72,31 +81,35 @@ def shortint_backfill() -> None:
         mode="full",
         shortint_conn_id=CONN_ID,
         pool=API_POOL,
-        # A rejected symbol is reported by `summarize` once; the rest of its chunk is committed anyway.
+        # A rejected symbol is reported by `check_rejected` once; the rest of its chunk is committed anyway,
+        # and the task succeeds, so the rows it wrote are announced.
         on_symbol_error="warn",
     ).expand(symbols=chunks)
 
-    @task(outlets=[AssetAlias(LAKE_ALIAS)])
+    # all_done: a chunk that failed outright does not hide the chunks that were committed.
+    @task(outlets=[AssetAlias(LAKE_ALIAS)], trigger_rule="all_done")
     def summarize(
         summaries: list[dict[str, Any]], params: dict[str, Any], outlet_events: Any
     ) -> dict[str, Any]:
-        """Totals over the chunks; asset events for the lake written; fail if any symbol was rejected."""
+        """Totals over the chunks that finished; one asset event per market that got rows."""
         from airflow_provider_shortint.assets import lake_assets
 
-        # Index, not iterate: iterating a mapped XCom probes one past the end (an "XCom not found" log).
-        summaries = [summaries[i] for i in range(len(summaries))]
+        # One slice fetches every chunk's summary (a chunk that failed pushed none); iterating a mapped
+        # XCom would probe one past the end (an "XCom not found" log).
+        done = [s for s in summaries[0:] if s]
         totals: dict[str, Any] = {
-            "chunks": len(summaries),
-            "symbols": sum(s.get("symbols", 0) for s in summaries),
-            "requests": sum(s.get("requests", 0) for s in summaries),
-            "rows_written": sum(s.get("rows_written", 0) for s in summaries),
+            "chunks": len(done),
+            "symbols": sum(s.get("symbols", 0) for s in done),
+            "requests": sum(s.get("requests", 0) for s in done),
+            "rows_written": sum(s.get("rows_written", 0) for s in done),
             # A partition that two chunks both wrote counts twice: these are writes, not distinct files.
-            "partition_writes": sum(s.get("partitions_written", 0) for s in summaries),
+            "partition_writes": sum(s.get("partitions_written", 0) for s in done),
+            "rows_written_by_market": {},
             "latest_trade_date": {},
             "failed": {},
         }
-        by_market: dict[str, int] = {}
-        for summary in summaries:
+        by_market: dict[str, int] = totals["rows_written_by_market"]
+        for summary in done:
             for market, day in (summary.get("latest_trade_date") or {}).items():
                 totals["latest_trade_date"][market] = max(totals["latest_trade_date"].get(market, ""), day)
             for market, rows in (summary.get("rows_written_by_market") or {}).items():
@@ -104,23 +117,23 @@ def shortint_backfill() -> None:
             totals["failed"].update(summary.get("failed") or {})
         print(f"backfill totals: {totals}")
         for market, asset in lake_assets(params["lake_path"]).items():
-            if market in totals["latest_trade_date"]:
+            if by_market.get(market, 0) > 0:  # an event means new data: none for an unchanged market
                 outlet_events[AssetAlias(LAKE_ALIAS)].add(
                     asset,
                     extra={
-                        "rows_written": by_market.get(market, 0),
+                        "rows_written": by_market[market],
                         "latest_trade_date": totals["latest_trade_date"][market],
                     },
                 )
-        if totals["failed"]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            # No retry: the API said no; the other symbols are in the lake already.
-            failed = totals["failed"]
-            raise AirflowFailException(f"{len(failed)} symbol(s) rejected by the API: {failed}")
         return totals
 
-    summarize(load.output)
+    @task
+    def check_rejected(totals: dict[str, Any]) -> None:
+        """Fail the run, without retry, if the API rejected a symbol (the others are in the lake)."""
+        fail_if_rejected([totals])
+
+    check = check_rejected(summarize(load.output))
+    load >> check  # a chunk that failed fails the run, although `summarize` ran
 
 
 shortint_backfill()

@@ -8,38 +8,46 @@ For HK and US independently (one task group each):
    so on most days nothing comes: after ``SENSOR_TIMEOUT`` the sensor is skipped (``soft_fail``) and so
    is the load.
 2. ``load_incremental``: ``ShortInterestToParquetOperator(mode="incremental")`` on the market's
-   universe, in the ``shortint_api`` pool. It emits an asset event on that market's lake Asset, which
-   schedules ``shortint_report``.
+   universe, in the ``shortint_api`` pool. When it wrote rows, it emits an asset event on that market's
+   lake Asset, which schedules ``shortint_report``; a load that found nothing new emits none.
+3. ``check_rejected``: fails the run if the API rejected a symbol of the universe. The load only warns,
+   so the rows it committed for the other symbols are announced all the same.
 
 Universe of a market, first found wins: the DAG param ``hk_symbols`` / ``us_symbols`` (list or
 comma-separated string), the Airflow Variable ``shortint_hk_universe`` / ``shortint_us_universe``
-(comma-separated), the default list in ``_shortint_common.py``. The lake is ``$SHORTINT_LAKE_PATH``
-(default ``{AIRFLOW_HOME}/shortint_lake``), fixed at parse time because it names the Assets.
+(comma-separated), the default list in ``airflow_provider_shortint.example_settings``. The lake is
+``$SHORTINT_LAKE_PATH`` (default ``{AIRFLOW_HOME}/shortint_lake``), fixed at parse time because it names
+the Assets.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from _shortint_common import (
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+from airflow_provider_shortint.assets import lake_assets
+from airflow_provider_shortint.example_settings import (
     API_POOL,
     BELLWETHER,
     CONN_ID,
-    DEFAULT_LAKE_PATH,
     DEFAULT_UNIVERSE,
-    MARKETS,
     UNIVERSE_VARIABLE,
+    default_lake_path,
+    fail_if_rejected,
+    poke_interval,
 )
-from airflow.sdk import DAG, Param, TaskGroup
-
-from airflow_provider_shortint.assets import lake_assets
+from airflow_provider_shortint.markets import MARKET_CODES
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor
 
 #: How long a run waits for a new record before giving up for the day (the task is then skipped).
 SENSOR_TIMEOUT = dt.timedelta(hours=6)
-#: How often the triggerer asks the API (one request per poll, out of the shared budget).
-POKE_INTERVAL = dt.timedelta(minutes=15)
+#: How often the triggerer asks the API (one request per poll, out of the shared budget): 15 minutes,
+#: or $SHORTINT_POKE_INTERVAL seconds (read at parse time), e.g. 5 against the sandbox.
+POKE_INTERVAL = dt.timedelta(seconds=poke_interval())
+LAKE_PATH = default_lake_path()
 
 
 def universe_template(market: str) -> str:
@@ -69,16 +77,16 @@ with DAG(
             description=f"{market} universe for this run; empty: Variable {UNIVERSE_VARIABLE[market]}, "
             f"else the default ({len(DEFAULT_UNIVERSE[market])} symbols).",
         )
-        for market in MARKETS
+        for market in MARKET_CODES
     },
 ) as shortint_daily:
-    assets = lake_assets(DEFAULT_LAKE_PATH)
-    for market in MARKETS:
+    assets = lake_assets(LAKE_PATH)
+    for market in MARKET_CODES:
         with TaskGroup(group_id=market.lower(), tooltip=f"{market}: new trading date -> incremental load"):
             wait = ShortInterestNewRecordSensor(
                 task_id="wait_for_new_record",
                 symbol=BELLWETHER[market],
-                lake_path=DEFAULT_LAKE_PATH,
+                lake_path=LAKE_PATH,
                 shortint_conn_id=CONN_ID,
                 deferrable=True,
                 poke_interval=POKE_INTERVAL.total_seconds(),
@@ -88,11 +96,20 @@ with DAG(
             load = ShortInterestToParquetOperator(
                 task_id="load_incremental",
                 symbols=universe_template(market),
-                lake_path=DEFAULT_LAKE_PATH,
+                lake_path=LAKE_PATH,
                 mode="incremental",
                 shortint_conn_id=CONN_ID,
                 pool=API_POOL,
-                # Only this market's Asset: an HK load must not announce new US data.
+                # Only this market's Asset, and an event only when rows were written.
                 outlets=[assets[market]],
+                # Rejected symbols fail `check_rejected`, not the load: a failed task's events are dropped.
+                on_symbol_error="warn",
             )
+
+            @task
+            def check_rejected(summary: dict[str, Any]) -> None:
+                """Fail the run, without retry, if the API rejected a symbol of the universe."""
+                fail_if_rejected([summary])
+
             wait >> load
+            check_rejected(load.output)

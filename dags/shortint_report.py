@@ -10,9 +10,11 @@ Writes, under ``{report_dir}/{as_of}/`` (``as_of`` = newest trade date in the la
   (HK: ``aggregated_short_ratio``; US: ``short_percent``), largest absolute change first;
 * ``short_interest_history.png``: the measure's history for a few symbols per market (the bellwether
   and the top movers, or ``chart_symbols``), drawn with matplotlib's Agg backend
-  (``pip install 'airflow-provider-shortint[report]'``).
+  (``pip install 'airflow-provider-shortint[report]'``). Without matplotlib the task writes the tables,
+  skips the chart with a warning and returns ``"chart": None``.
 
-The task logs the paths and returns them (XCom).
+The lake is read with pyarrow (``open_lake(path).read(columns)``, hive partitions ``market``/``dt``), so
+any lake the operator writes works, object stores included. The task logs the paths and returns them.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from _shortint_common import BELLWETHER, DEFAULT_LAKE_PATH, DEFAULT_REPORT_DIR, MARKETS, SHORT_METRIC
 from airflow.sdk import AssetAny, Param, dag, task
 
 from airflow_provider_shortint.assets import lake_assets
+from airflow_provider_shortint.example_settings import BELLWETHER, default_lake_path, default_report_dir
+from airflow_provider_shortint.markets import MARKETS
 
 if TYPE_CHECKING:
     import pandas as pd
 
 CHARTED_MOVERS = 3
+LAKE_PATH = default_lake_path()
 
 
 @dag(
     dag_id="shortint_report",
-    schedule=AssetAny(*lake_assets(DEFAULT_LAKE_PATH).values()),
+    schedule=AssetAny(*lake_assets(LAKE_PATH).values()),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
@@ -41,13 +45,13 @@ CHARTED_MOVERS = 3
     doc_md=__doc__,
     params={
         "lake_path": Param(
-            DEFAULT_LAKE_PATH,
+            LAKE_PATH,
             type="string",
             minLength=1,
             description="Lake to read (default: the scheduled one).",
         ),
         "report_dir": Param(
-            DEFAULT_REPORT_DIR,
+            default_report_dir(),
             type="string",
             minLength=1,
             description="Local report folder ($SHORTINT_REPORT_DIR or {AIRFLOW_HOME}/shortint_reports).",
@@ -64,6 +68,8 @@ def shortint_report() -> None:
     @task
     def write_report(params: dict[str, Any]) -> dict[str, Any]:
         """Read the lake, write the movers table (CSV + Markdown) and the chart; return their paths."""
+        import importlib.util
+        import logging
         import os
 
         import pandas as pd
@@ -71,8 +77,16 @@ def shortint_report() -> None:
         from airflow_provider_shortint.lake import open_lake
         from airflow_provider_shortint.symbols import parse_symbols
 
+        # Decided before anything is written: without matplotlib the tables still come, the chart not.
+        can_chart = importlib.util.find_spec("matplotlib") is not None
+        if not can_chart:
+            logging.getLogger(__name__).warning(
+                "matplotlib is not installed: writing the tables without the chart "
+                "(pip install 'airflow-provider-shortint[report]')"
+            )
         lake = open_lake(params["lake_path"])
-        columns = ["symbol", "trade_date", *sorted(set(SHORT_METRIC.values())), "market"]
+        metrics = sorted({market.short_metric for market in MARKETS.values()})
+        columns = ["symbol", "trade_date", *metrics, "market"]
         frame = lake.read(columns=columns).to_pandas()
         if frame.empty:
             from airflow.sdk.exceptions import AirflowSkipException
@@ -95,16 +109,18 @@ def shortint_report() -> None:
 
         folder = os.path.join(os.path.abspath(os.path.expanduser(params["report_dir"])), as_of)
         os.makedirs(folder, exist_ok=True)
-        paths = {
-            "csv": os.path.join(folder, "top_movers.csv"),
-            "markdown": os.path.join(folder, "top_movers.md"),
-            "chart": os.path.join(folder, "short_interest_history.png"),
-        }
-        _write_atomic(paths["csv"], movers.to_csv(index=False, float_format="%.6g").encode())
-        _write_atomic(paths["markdown"], movers_markdown(movers, as_of, lake.uri).encode())
-        _write_atomic(paths["chart"], history_chart(frame, charted, as_of))
-        print(f"top movers ({len(movers)} row(s)): {paths['csv']} and {paths['markdown']}")
-        print(f"history chart of {', '.join(charted)}: {paths['chart']}")
+        csv_path = os.path.join(folder, "top_movers.csv")
+        markdown_path = os.path.join(folder, "top_movers.md")
+        chart_path = os.path.join(folder, "short_interest_history.png") if can_chart else None
+        _write_atomic(csv_path, movers.to_csv(index=False, float_format="%.6g").encode())
+        _write_atomic(markdown_path, movers_markdown(movers, as_of, lake.uri).encode())
+        print(f"top movers ({len(movers)} row(s)): {csv_path} and {markdown_path}")
+        if chart_path is not None:
+            _write_atomic(chart_path, history_chart(frame, charted, as_of))
+            print(f"history chart of {', '.join(charted)}: {chart_path}")
+        else:
+            charted = []
+        paths = {"csv": csv_path, "markdown": markdown_path, "chart": chart_path}
         return {"as_of": as_of, "lake": lake.uri, "movers": len(movers), "charted": charted, **paths}
 
     write_report()
@@ -116,7 +132,7 @@ def top_movers(frame: pd.DataFrame, top_n: int) -> pd.DataFrame:
 
     out: list[pd.DataFrame] = []
     for market in MARKETS:
-        metric = SHORT_METRIC[market]
+        metric = MARKETS[market].short_metric
         rows = frame.loc[frame["market"] == market, ["symbol", "trade_date", metric]].dropna(subset=[metric])
         if rows.empty:
             continue
@@ -156,12 +172,8 @@ def history_chart(frame: pd.DataFrame, symbols: list[str], as_of: str) -> bytes:
     """PNG bytes: one panel per market, the short-interest measure of ``symbols`` over time."""
     import io
 
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError(
-            "the report chart needs matplotlib: pip install 'airflow-provider-shortint[report]'"
-        ) from err
+    import matplotlib
+
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
@@ -169,7 +181,7 @@ def history_chart(frame: pd.DataFrame, symbols: list[str], as_of: str) -> bytes:
     figure = Figure(figsize=(10, 3.6 * len(markets)), layout="constrained")
     axes = figure.subplots(len(markets), 1, squeeze=False)[:, 0]
     for ax, market in zip(axes, markets, strict=True):
-        metric = SHORT_METRIC[market]
+        metric = MARKETS[market].short_metric
         for symbol in [s for s in symbols if s.startswith(f"{market}.")]:
             rows = frame[frame["symbol"] == symbol].dropna(subset=[metric]).sort_values("trade_date")
             ax.plot(rows["trade_date"], rows[metric], label=symbol, linewidth=1.2)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
+from airflow_provider_shortint.assets import lake_assets
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests.conftest import AirflowHome, conn_uri
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
-DAG_IDS = {"shortint_backfill", "shortint_daily", "shortint_report"}
+DAG_IDS = {"shortint_backfill", "shortint_daily", "shortint_report", "shortint_on_new_record"}
 HK = ["HK.00700", "HK.00005", "HK.09988"]
 US = ["US.AAPL", "US.MSFT", "US.NVDA"]
 
@@ -34,12 +35,13 @@ class Parsed(NamedTuple):
     lake: Path
 
 
-@pytest.fixture
-def dagbag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Parsed]:
-    """Parse ./dags the way the DAG processor does, with the API down and every socket connect refused."""
+def _parse_offline(monkeypatch: pytest.MonkeyPatch, folder: Path, lake: Path) -> Parsed:
+    """Parse ``folder`` with the DAG processor's loader, the API down and every socket connect refused.
+
+    Nothing is added to ``sys.path``: an example must import wherever it sits.
+    """
     from airflow.dag_processing.dagbag import DagBag
 
-    lake = tmp_path / "lake"
     monkeypatch.setenv("SHORTINT_LAKE_PATH", str(lake))
     monkeypatch.setenv(
         "AIRFLOW_CONN_SHORTINT_DEFAULT", conn_uri(f"http://127.0.0.1:{_dead_port()}", max_retries=0)
@@ -50,16 +52,19 @@ def dagbag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Parsed]:
         attempts.append(address)
         raise OSError(f"network access at DAG parse time: connect({address!r})")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    # The DAG processor puts the bundle folder on sys.path (shared _shortint_common module).
-    monkeypatch.syspath_prepend(str(DAGS))
-    monkeypatch.delitem(sys.modules, "_shortint_common", raising=False)
-    bag = DagBag(str(DAGS))
-    monkeypatch.undo()  # restore socket before anything else runs
-    sys.modules.pop("_shortint_common", None)
+    with monkeypatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket.socket, "connect_ex", refuse)
+        assert str(folder) not in sys.path and str(DAGS) not in sys.path
+        bag = DagBag(str(folder))
     assert attempts == [], f"parsing the DAGs tried to connect to {attempts}"
-    yield Parsed(bag.dags, bag.import_errors, lake)
+    return Parsed(bag.dags, bag.import_errors, lake)
+
+
+@pytest.fixture
+def dagbag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Parsed:
+    """./dags parsed the way the DAG processor does, offline."""
+    return _parse_offline(monkeypatch, DAGS, tmp_path / "lake")
 
 
 def test_example_dags_import_cleanly_offline(dagbag: Parsed) -> None:
@@ -67,6 +72,18 @@ def test_example_dags_import_cleanly_offline(dagbag: Parsed) -> None:
     assert set(dagbag.dags) == DAG_IDS
     for dag in dagbag.dags.values():
         assert "example" in dag.tags and dag.doc_md
+
+
+def test_examples_import_from_a_nested_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Copied into a subfolder of the DAGs folder (as git-sync layouts do), every example still imports."""
+    nested = tmp_path / "dags" / "repo" / "shortint"
+    nested.mkdir(parents=True)
+    copied = [shutil.copy(source, nested / source.name) for source in DAGS.glob("*.py")]
+    assert len(copied) == len(DAG_IDS)
+    parsed = _parse_offline(monkeypatch, tmp_path / "dags", tmp_path / "lake")
+    assert parsed.import_errors == {}
+    assert set(parsed.dags) == DAG_IDS
+    assert {Path(dag.fileloc).parent for dag in parsed.dags.values()} == {nested}
 
 
 def test_backfill_maps_chunks_through_the_api_pool(dagbag: Parsed) -> None:
@@ -83,8 +100,6 @@ def test_backfill_maps_chunks_through_the_api_pool(dagbag: Parsed) -> None:
 
 
 def test_daily_waits_deferrably_then_loads_each_market(dagbag: Parsed) -> None:
-    from airflow_provider_shortint.assets import lake_assets
-
     dag = dagbag.dags["shortint_daily"]
     assets = lake_assets(str(dagbag.lake))
     for market, bellwether in (("hk", "HK.00700"), ("us", "US.AAPL")):
@@ -97,11 +112,62 @@ def test_daily_waits_deferrably_then_loads_each_market(dagbag: Parsed) -> None:
         # The universe is read when the task runs (param, then Variable), never at parse time.
         assert f"shortint_{market}_universe" in load.symbols and "{{" in load.symbols
         assert load.outlets == [assets[market.upper()]]
+        # Rejected symbols fail a later task, so the load's events for the rows it wrote are kept.
+        assert load.on_symbol_error == "warn"
+        assert dag.get_task(f"{market}.check_rejected").upstream_task_ids == {load.task_id}
+        assert sensor.poke_interval == 15 * 60
+
+
+def test_poll_interval_is_shortened_by_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "5")
+    parsed = _parse_offline(monkeypatch, DAGS, tmp_path / "lake")
+    assert parsed.import_errors == {}
+    assert parsed.dags["shortint_daily"].get_task("hk.wait_for_new_record").poke_interval == 5
+    watched = parsed.dags["shortint_on_new_record"].timetable.asset_condition.objects
+    assert {asset.watchers[0].trigger.poke_interval for asset in watched} == {5.0}
+
+
+def test_asset_watcher_example_builds_its_watchers(dagbag: Parsed) -> None:
+    """The fourth example: scheduled by an AssetWatcher per market, serialisable for the triggerer."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordEventTrigger
+
+    dag = dagbag.dags["shortint_on_new_record"]
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"
+    watched = {asset.uri: asset for asset in condition.objects}
+    assert set(watched) == {"shortint://short-interest/HK", "shortint://short-interest/US"}
+    for market, bellwether in (("HK", "HK.00700"), ("US", "US.AAPL")):
+        (watcher,) = watched[f"shortint://short-interest/{market}"].watchers
+        assert isinstance(watcher.trigger, ShortInterestNewRecordEventTrigger)
+        classpath, kwargs = watcher.trigger.serialize()
+        assert (
+            classpath
+            == "airflow_provider_shortint.triggers.short_interest.ShortInterestNewRecordEventTrigger"
+        )
+        assert kwargs == {
+            "symbol": bellwether,
+            "after": None,
+            "shortint_conn_id": "shortint_default",
+            "poke_interval": 900.0,
+            "max_backoff": 3600.0,
+        }
+    # What the DAG processor stores for the triggerer: both watchers, with their trigger's kwargs.
+    stored = DagSerialization.to_dict(dag)["dag"]["timetable"]["__var"]["asset_condition"]["objects"]
+    assert [(w["name"], w["trigger"]["kwargs"]["symbol"]) for o in stored for w in o["watchers"]] == [
+        ("shortint_hk_bellwether", "HK.00700"),
+        ("shortint_us_bellwether", "US.AAPL"),
+    ]
+    assert {w["trigger"]["classpath"] for o in stored for w in o["watchers"]} == {classpath}
+    load = dag.get_task("load_incremental")
+    assert load.upstream_task_ids == {"pick_universe"} and load.on_symbol_error == "warn"
+    assert [a.uri for a in load.outlets] == [a.uri for a in lake_assets(str(dagbag.lake)).values()]
 
 
 def test_report_is_scheduled_on_exactly_the_assets_the_loads_emit(dagbag: Parsed) -> None:
-    from airflow_provider_shortint.assets import lake_assets
-
     report = dagbag.dags["shortint_report"]
     condition = report.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"  # a new date in either market starts a report
@@ -191,3 +257,29 @@ def test_backfill_daily_report_end_to_end(airflow_home: AirflowHome, tmp_path: P
     assert "| market | symbol |" in markdown and "HK.00700" in markdown
     png = (folder / "short_interest_history.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
+
+
+def test_report_without_matplotlib_writes_the_tables_and_skips_the_chart(
+    airflow_home: AirflowHome, sandbox: SandboxServer, use_conn: Any, tmp_path: Path
+) -> None:
+    from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
+
+    lake, reports = tmp_path / "lake", tmp_path / "reports"
+    use_conn(sandbox.url)
+    load = ShortInterestToParquetOperator(task_id="prepare", symbols=HK[:2] + US[:1], lake_path=str(lake))
+    load.execute(context={})  # type: ignore[arg-type]
+    # As if matplotlib were not installed: the import fails and find_spec finds nothing.
+    hidden = tmp_path / "no-matplotlib"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import sys\n\nsys.modules['matplotlib'] = None\n")
+    for source in DAGS.glob("*.py"):
+        airflow_home.add_dag(source)
+    env = {"PYTHONPATH": str(hidden), "SHORTINT_LAKE_PATH": str(lake)}
+    result = airflow_home.dags_test("shortint_report", conf={"report_dir": str(reports)}, env=env)
+    _check(result, "shortint_report without matplotlib")
+    assert "matplotlib is not installed" in result.stdout + result.stderr
+    (folder,) = reports.iterdir()
+    assert folder.name == "2026-05-15"
+    assert sorted(p.name for p in folder.iterdir()) == ["top_movers.csv", "top_movers.md"]
+    with (folder / "top_movers.csv").open() as handle:
+        assert {m["symbol"] for m in csv.DictReader(handle)} == set(HK[:2] + US[:1])

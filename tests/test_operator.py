@@ -256,13 +256,13 @@ def test_first_page_sized_to_the_gap(sandbox: SandboxServer, use_conn: Any, tmp_
     op = ShortInterestToParquetOperator(task_id="t", symbols="HK.00700", lake_path=str(tmp_path))
     hook = ShortInterestHook()
     counts: list[int] = []
-    real_get_raw_page = hook._get_raw_page
+    real_fetch_raw_page = hook.fetch_raw_page
 
     def spy(symbol: str, count: int, next_key: str | None) -> Any:
         counts.append(count)
-        return real_get_raw_page(symbol, count, next_key)
+        return real_fetch_raw_page(symbol, count, next_key)
 
-    hook._get_raw_page = spy  # type: ignore[method-assign]
+    hook.fetch_raw_page = spy  # type: ignore[method-assign]
     bound = dt.date(2026, 5, 15)
     assert op._fetch(hook, "HK.00700", bound).num_rows == 0
     assert hook.requests_made == 1 and sandbox.stats()["by_symbol"] == {"HK.00700": 1}
@@ -273,3 +273,21 @@ def test_first_page_sized_to_the_gap(sandbox: SandboxServer, use_conn: Any, tmp_
     older = op._fetch(hook, "HK.00700", dt.date(2026, 4, 30))
     assert [d.isoformat() for d in older.column("trade_date").to_pylist()] == ["2026-05-15", "2026-05-08"]
     assert len(counts) == 1
+
+
+def test_every_argument_is_documented() -> None:
+    import inspect
+
+    doc = ShortInterestToParquetOperator.__doc__ or ""
+    arguments = [
+        name
+        for name, p in inspect.signature(ShortInterestToParquetOperator.__init__).parameters.items()
+        if name != "self" and p.kind is p.KEYWORD_ONLY
+    ]
+    assert len(arguments) == 8
+    assert [name for name in arguments if f":param {name}:" not in doc] == []
+
+
+def test_lineage_is_empty_until_execute_ran() -> None:
+    op = ShortInterestToParquetOperator(task_id="t", symbols="HK.00700", lake_path="/data/lake")
+    assert op.get_openlineage_facets_on_complete(None) is None

@@ -25,9 +25,10 @@ from airflow_provider_shortint.validation import MAX_COUNT, is_template, positiv
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+    from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
     from airflow_provider_shortint.lake import ParquetLake
 
 MODES = ("incremental", "full")
@@ -44,10 +45,31 @@ class ShortInterestToParquetOperator(BaseOperator):
     ``mode="full"`` re-reads the whole available history. Symbols are fetched and committed in batches
     of ``batch_size``, so memory follows the batch and a failure keeps every batch already written.
     Returns a small summary dict (XCom), never the data.
+
+    Asset events mean new data: of the lake's market Assets among the outlets (by default both markets
+    when ``lake_path`` has no template), only markets that got rows in this run get an event, with
+    ``rows_written``, ``latest_trade_date`` and ``lake`` in its extra. Airflow drops the events of a
+    failed task: to announce a partial load, use ``on_symbol_error="warn"`` and fail the run in a later
+    task (as ``shortint_backfill`` does). With the OpenLineage provider installed, the task reports the
+    API per market as inputs and the lake per market as outputs (schema, rows and files written).
+
+    :param symbols: ``"HK.00700,US.AAPL"`` or a list (templated); normalised and validated before any
+        request, and at DAG parse time when it has no template.
+    :param lake_path: lake root (templated): an absolute local path, ``file://`` URL or an
+        ``ObjectStoragePath`` URL such as ``s3://aws_conn@bucket/key``.
+    :param mode: ``"incremental"`` (only dates newer than the lake holds per symbol) or ``"full"``.
+    :param since: ISO date (templated); only records with a later ``trade_date`` are fetched.
+    :param page_size: records per request, 1 to 90 (the API's maximum, the default).
+    :param shortint_conn_id: the Airflow connection of the API.
+    :param batch_size: symbols fetched, then committed, together (memory follows the batch).
+    :param on_symbol_error: what a symbol the API rejects (-7, -8, -3) does once the rest is committed:
+        ``"fail"`` fails the task naming every rejected symbol; ``"warn"`` logs them and succeeds (they
+        are in the summary's ``failed``).
     """
 
     template_fields: Sequence[str] = ("symbols", "lake_path", "since")
     ui_color = "#d6eaf8"
+    _load_facts: _LoadFacts | None = None  # set by execute, read by the OpenLineage listener
 
     def __init__(
         self,
@@ -70,12 +92,10 @@ class ShortInterestToParquetOperator(BaseOperator):
             )
         validate_count(page_size, "page_size")
         positive_int(batch_size, "batch_size")
-        # Values without Jinja are checked now, so a typo fails the DAG import instead of a run.
-        if not is_template(symbols) and not (
-            isinstance(symbols, (list, tuple)) and any(map(is_template, symbols))
-        ):
+        # Values without Jinja (or an XComArg) are checked now, so a typo fails the DAG import, not a run.
+        if _is_literal(symbols):
             parse_symbols(_literal_list(symbols))
-        if not is_template(since):
+        if since is None or _is_literal(since):
             to_date(since, "since")
         if "outlets" not in kwargs and isinstance(lake_path, str) and not is_template(lake_path):
             kwargs["outlets"] = list(lake_assets(lake_path).values())
@@ -90,19 +110,23 @@ class ShortInterestToParquetOperator(BaseOperator):
         self.on_symbol_error = on_symbol_error
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+        from airflow_provider_shortint.hooks.factory import hook_for_connection
         from airflow_provider_shortint.lake import open_lake
 
         # Everything the user typed is checked before a single rate-limited request is spent.
         symbols = parse_symbols(_literal_list(self.symbols))
         since = to_date(self.since, "since")
         lake = open_lake(self.lake_path)
-        hook = ShortInterestHook(shortint_conn_id=self.shortint_conn_id)
+        hook = hook_for_connection(self.shortint_conn_id)  # REST or OpenD, by the connection's type
+        totals = _Totals(rows_written=dict.fromkeys(sorted({market_of(s) for s in symbols}), 0))
         try:
-            summary = self._run(hook, lake, symbols, since)
+            self._run(hook, lake, symbols, since, totals)
         finally:
+            # Also after a failure: lineage then reports the batches that were committed.
+            self._load_facts = totals.facts(_api_source(hook, self.shortint_conn_id), self.lake_path)
             hook.close()
-        self._annotate_assets(context, summary)
+        summary = totals.summary(lake.uri, self.mode, len(symbols))
+        self._announce(context, summary)
         failed = summary["failed"]
         if failed:
             text = "; ".join(f"{symbol}: {reason}" for symbol, reason in failed.items())
@@ -115,10 +139,14 @@ class ShortInterestToParquetOperator(BaseOperator):
         return summary
 
     def _run(
-        self, hook: ShortInterestHook, lake: ParquetLake, symbols: list[str], since: dt.date | None
-    ) -> dict[str, Any]:
+        self,
+        hook: ShortInterestBaseHook,
+        lake: ParquetLake,
+        symbols: list[str],
+        since: dt.date | None,
+        totals: _Totals,
+    ) -> None:
         stored = lake.latest_dates(symbols) if self.mode == "incremental" else {}
-        totals = _Totals(rows_written=dict.fromkeys(sorted({market_of(s) for s in symbols}), 0))
         for symbol, day in stored.items():
             totals.see_date(market_of(symbol), day.isoformat())
         started = time.monotonic()
@@ -152,16 +180,16 @@ class ShortInterestToParquetOperator(BaseOperator):
             finally:
                 # Commit what this batch fetched even when a symbol failed hard: a retry resumes from here.
                 self._commit(lake, tables, totals)
-        return totals.summary(lake.uri, self.mode, len(symbols))
 
-    def _fetch(self, hook: ShortInterestHook, symbol: str, bound: dt.date | None) -> pa.Table:
+    def _fetch(self, hook: ShortInterestBaseHook, symbol: str, bound: dt.date | None) -> pa.Table:
         """Rows of ``symbol`` newer than ``bound``, asking for no page beyond the bound."""
-        first = self.page_size
+        size = min(self.page_size, hook.max_count)  # OpenD pages hold at most 50
+        first = size
         if bound is not None:
             # One more than the records expected since the bound, so the first page reaches the bound.
             gap_days = max((dt.datetime.now(dt.UTC).date() - bound).days, 0)
-            first = min(self.page_size, math.ceil(gap_days / MARKETS[market_of(symbol)].cadence_days) + 2)
-        return hook.get_history(symbol, since=bound, page_size=self.page_size, first_page_size=first)
+            first = min(size, math.ceil(gap_days / MARKETS[market_of(symbol)].cadence_days) + 2)
+        return hook.get_history(symbol, since=bound, page_size=size, first_page_size=first)
 
     def _commit(self, lake: ParquetLake, tables: list[pa.Table], totals: _Totals) -> None:
         """Upsert one batch, market by market so the asset events can say how many rows each got."""
@@ -179,18 +207,55 @@ class ShortInterestToParquetOperator(BaseOperator):
             for name, day in result.latest_trade_date.items():
                 totals.see_date(name, day)
 
-    def _annotate_assets(self, context: Context, summary: dict[str, Any]) -> None:
-        """Attach rows written and the latest trade date to this run's asset events."""
-        events = context.get("outlet_events")
-        if not self.outlets or events is None:
+    def _announce(self, context: Context, summary: dict[str, Any]) -> None:
+        """Asset events only for the markets that got rows, with rows written and the latest trade date."""
+        if not self.outlets:
             return
         assets = lake_assets(self.lake_path)
-        for market, asset in assets.items():
-            if asset in self.outlets:
-                extra = events[asset].extra
-                extra["rows_written"] = summary["rows_written_by_market"].get(market, 0)
+        written = {m: n for m, n in summary["rows_written_by_market"].items() if n > 0 and m in assets}
+        # Airflow registers an event for every outlet of a task that succeeds, read from the running task:
+        # a market without new rows leaves this run's outlets (the DAG still declares it).
+        silent = [asset for market, asset in assets.items() if market not in written]
+        self.outlets = [outlet for outlet in self.outlets if outlet not in silent]
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for market, rows in written.items():
+            if assets[market] in self.outlets:
+                extra = events[assets[market]].extra
+                extra["rows_written"] = rows
                 extra["latest_trade_date"] = summary["latest_trade_date"].get(market)
                 extra["lake"] = lake_uri(self.lake_path)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
+        """OpenLineage: the API per market read as inputs, the lake per market as outputs (rows written).
+
+        Built from the few counts ``execute`` kept (also after a failure, for the batches committed);
+        None when the task stopped before loading anything.
+        """
+        facts = self._load_facts
+        if facts is None:
+            return None
+        from airflow_provider_shortint.lineage import build_lineage
+
+        return build_lineage(
+            source=facts.source,
+            lake_path=facts.lake_path,
+            markets=facts.markets,
+            rows_written=facts.rows_written,
+            files_written=facts.files_written,
+        )
+
+
+@dataclass(frozen=True)
+class _LoadFacts:
+    """What lineage needs from a run: counts per market, never rows."""
+
+    source: str | None  # OpenLineage namespace of the API, None if the connection could not be read
+    lake_path: str
+    markets: tuple[str, ...]
+    rows_written: dict[str, int]
+    files_written: dict[str, int]
 
 
 @dataclass
@@ -203,6 +268,13 @@ class _Totals:
     partitions: set[str] = field(default_factory=set)  # "market=HK/dt=..." written
     latest_trade_date: dict[str, str] = field(default_factory=dict)  # market -> newest ISO date
     failed: dict[str, str] = field(default_factory=dict)  # symbol -> why the API rejected it
+
+    def facts(self, source: str | None, lake_path: str) -> _LoadFacts:
+        files: dict[str, int] = {}
+        for partition in self.partitions:
+            market = partition.partition("/")[0].removeprefix("market=")
+            files[market] = files.get(market, 0) + 1
+        return _LoadFacts(source, lake_path, tuple(self.rows_written), dict(self.rows_written), files)
 
     def see_date(self, market: str, day: str) -> None:
         self.latest_trade_date[market] = max(self.latest_trade_date.get(market, ""), day)
@@ -222,6 +294,16 @@ class _Totals:
         }
 
 
+def _api_source(hook: ShortInterestBaseHook, conn_id: str) -> str | None:
+    """The API's OpenLineage namespace (from the connection, never its secrets); None if unreadable."""
+    from airflow_provider_shortint.lineage import api_namespace
+
+    try:
+        return api_namespace(hook.get_connection(conn_id))
+    except Exception:  # lineage must never fail a load
+        return None
+
+
 def _later(a: dt.date | None, b: dt.date | None) -> dt.date | None:
     if a is None or b is None:
         return a or b
@@ -231,6 +313,13 @@ def _later(a: dt.date | None, b: dt.date | None) -> dt.date | None:
 def _eta(started: float, done: int, total: int) -> str:
     remaining = (time.monotonic() - started) / done * (total - done)
     return f"{remaining / 60:.0f} min" if remaining >= 90 else f"{remaining:.0f} s"
+
+
+def _is_literal(value: object) -> bool:
+    """A value written in the DAG file (not Jinja, not an XComArg): checkable at parse time."""
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, str) and not is_template(item) for item in value)
+    return isinstance(value, (str, dt.date)) and not is_template(value)
 
 
 def _literal_list(value: object) -> object:
