@@ -1,99 +1,394 @@
-"""Read and validate the ``shortint`` Airflow connection: base URL, token and extras (DESIGN.md §4)."""
+"""Airflow connections of this provider, each extra declared once (DESIGN.md §4, §8, §9).
+
+An extra is one dataclass field made by :func:`extra`: name (the field's), default, conversion with its
+validation, label and description. Everything else is derived from those declarations: the known set
+(:meth:`BudgetSettings.extras`), the reading of ``conn.extra_dejson`` (:meth:`BudgetSettings.read_extras`)
+and the connection form Airflow's UI shows (:func:`connection_type_info`, used by ``get_provider_info``).
+
+:class:`BudgetSettings` holds the extras every connection type takes (timeout, retries, request budget);
+a connection type subclasses it with its own fields (``ConnectionSettings`` for REST below; the OpenD
+hook declares ``futu_opend``'s). See /work/notes/connection-extras.md for how to add one.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from airflow_provider_shortint.exceptions import InvalidParameterError
+from airflow_provider_shortint.text import shown
 
-KNOWN_EXTRAS = (
-    "timeout",
-    "verify_ssl",
-    "rate_limit_calls",
-    "rate_limit_period",
-    "max_retries",
-    "backoff_base",
-    "rate_limit_state_dir",
-)
+if TYPE_CHECKING:
+    from airflow_provider_shortint.exceptions import InvalidParameterError
+
+_EXTRA = "shortint_extra"  # dataclass field metadata key holding the Extra declaration
+_CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
-class ConnectionSettings:
-    """What the hook takes from the Airflow connection, validated."""
+class Extra:
+    """How one connection extra is read (``convert`` raises ValueError/TypeError on a bad value) and shown."""
 
-    base_url: str
-    token: str | None = field(repr=False)
-    timeout: float = 30.0
-    verify_ssl: bool = True
-    rate_limit_calls: int = 30
-    rate_limit_period: float = 30.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    rate_limit_state_dir: str | None = None
-
-    @classmethod
-    def from_connection(cls, conn: Any) -> ConnectionSettings:
-        """Read host/port/password/extras of an Airflow connection; bad values raise one clear error."""
-        conn_id = getattr(conn, "conn_id", None)
-        host = (conn.host or "").strip()
-        if not host:
-            raise InvalidParameterError(
-                f"connection {conn_id!r} has no host: set it to the API's base URL, e.g. https://api.example.com"
-            )
-        if "://" not in host:
-            host = f"https://{host}"
-        parts = urlsplit(host)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidParameterError(f"connection {conn_id!r} host {host!r} is not an http(s) URL")
-        netloc = parts.netloc
-        if conn.port and parts.port is None:
-            netloc = f"{netloc}:{int(conn.port)}"
-        base_url = f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
-        extra = conn.extra_dejson or {}
-
-        def get(name: str, convert: Callable[[Any], Any], default: Any, valid: Callable[[Any], bool]) -> Any:
-            raw = extra.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = convert(raw)
-            except (TypeError, ValueError):
-                value = None
-            if value is None or not valid(value):
-                raise InvalidParameterError(
-                    f"connection {conn_id!r} extra {name!r} has an invalid value {raw!r}"
-                )
-            return value
-
-        unknown = sorted(set(extra) - set(KNOWN_EXTRAS))
-        if unknown:
-            logging.getLogger(__name__).warning("connection %r: ignoring unknown extras %s", conn_id, unknown)
-        return cls(
-            base_url=base_url,
-            token=conn.password or None,
-            timeout=get("timeout", float, 30.0, lambda v: v > 0),
-            verify_ssl=get("verify_ssl", _to_bool, True, lambda v: True),
-            rate_limit_calls=get("rate_limit_calls", _to_int, 30, lambda v: v >= 1),
-            rate_limit_period=get("rate_limit_period", float, 30.0, lambda v: v > 0),
-            max_retries=get("max_retries", _to_int, 5, lambda v: 0 <= v <= 100),
-            backoff_base=get("backoff_base", float, 1.0, lambda v: v >= 0),
-            rate_limit_state_dir=get("rate_limit_state_dir", str, None, bool),
-        )
+    convert: Callable[[Any], Any]
+    rule: str  # what a valid value is, for the error message
+    label: str
+    description: str
+    schema: Mapping[str, Any]  # JSON schema of the UI field (without "null": added, extras are optional)
+    placeholder: str | None = None
 
 
-def _to_bool(value: Any) -> bool | None:
+def extra(
+    default: Any,
+    convert: Callable[[Any], Any],
+    *,
+    rule: str,
+    label: str,
+    description: str,
+    schema: Mapping[str, Any],
+    placeholder: str | None = None,
+) -> Any:
+    """A settings field that is read from the connection extra of the same name (absent/"" -> default)."""
+    declaration = Extra(convert, rule, label, description, schema, placeholder)
+    return field(default=default, metadata={_EXTRA: declaration})
+
+
+def _invalid(message: str) -> InvalidParameterError:
+    # Imported here: Airflow calls get_provider_info() (which reads these declarations) while
+    # ``import airflow`` is still running, so this module must not import airflow at import time.
+    from airflow_provider_shortint.exceptions import InvalidParameterError
+
+    return InvalidParameterError(message)
+
+
+# -- conversions: each returns the typed value or raises ValueError/TypeError ----------------------------
+
+
+def number(low: float, high: float, *, low_open: bool = True) -> Callable[[Any], float]:
+    """A finite number in (low, high] (or [low, high]); "inf", NaN and booleans are refused."""
+
+    def convert(value: Any) -> float:
+        if isinstance(value, bool):
+            raise TypeError("boolean")
+        result = float(value)
+        if not math.isfinite(result) or result > high or result < low or (low_open and result == low):
+            raise ValueError("out of range")
+        return result
+
+    return convert
+
+
+def integer(low: int, high: int) -> Callable[[Any], int]:
+    """An integer in [low, high] ("5" and 5.0 accepted, 1.5 and booleans refused)."""
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool):
+            raise TypeError("boolean")
+        result = float(value)
+        if not result.is_integer() or not low <= result <= high:
+            raise ValueError("out of range")
+        return int(result)
+
+    return convert
+
+
+def boolean(value: Any) -> bool:
+    """true/false, 1/0, yes/no (any case) or a JSON boolean."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text)
+    table = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if text not in table:
+        raise ValueError("not a boolean")
+    return table[text]
 
 
-def _to_int(value: Any) -> int | None:
-    if isinstance(value, bool):
+def absolute_dir(value: Any) -> str:
+    """An absolute path that is a directory or does not exist yet (created on first use)."""
+    if not isinstance(value, str) or "\x00" in value or not os.path.isabs(value):
+        raise ValueError("not an absolute path")
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ValueError("not a directory")
+    return value
+
+
+def conn_id(value: Any) -> str:
+    """An Airflow connection id: letters, digits, '_', '.', '-'."""
+    if not isinstance(value, str) or not _CONN_ID.fullmatch(value):
+        raise ValueError("not a connection id")
+    return value
+
+
+def label_text(value: Any) -> str:
+    """A short name: 1..200 printable characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 200 or _CONTROL.search(value):
+        raise ValueError("not a name")
+    return value
+
+
+# -- the extras every connection type shares ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSettings:
+    """Timeout, retries and the request budget: the extras of every connection type of this provider."""
+
+    #: conn_type these settings belong to, and how Airflow's connection form shows it (subclasses set).
+    conn_type: ClassVar[str] = ""
+    hook_class_name: ClassVar[str] = ""
+    hook_name: ClassVar[str] = ""
+    ui_hidden_fields: ClassVar[tuple[str, ...]] = ()
+    ui_relabeling: ClassVar[Mapping[str, str]] = {}
+    ui_placeholders: ClassVar[Mapping[str, str]] = {}
+
+    timeout: float = extra(
+        30.0,
+        number(0, 3600),
+        rule="a number of seconds above 0 and at most 3600",
+        label="Timeout (s)",
+        description="Longest wait for one whole response, connect to last byte (default 30).",
+        schema={"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+        placeholder="30",
+    )
+    max_retries: int = extra(
+        5,
+        integer(0, 100),
+        rule="an integer from 0 to 100",
+        label="Max retries",
+        description="Retries of a transient failure (-5, 429, 5xx, timeout), default 5.",
+        schema={"type": "integer", "minimum": 0, "maximum": 100},
+    )
+    backoff_base: float = extra(
+        1.0,
+        number(0, 3600, low_open=False),
+        rule="a number of seconds from 0 to 3600",
+        label="Backoff base (s)",
+        description="First retry waits about this long, doubling each time (default 1).",
+        schema={"type": "number", "minimum": 0, "maximum": 3600},
+    )
+    rate_limit_calls: int = extra(
+        30,
+        integer(1, 1_000_000),
+        rule="an integer from 1 to 1000000",
+        label="Rate limit: calls",
+        description="Requests allowed per period (default 30).",
+        schema={"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    )
+    rate_limit_period: float = extra(
+        30.0,
+        number(0, 86400),
+        rule="a number of seconds above 0 and at most 86400",
+        label="Rate limit: period (s)",
+        description="Length of the rate-limit window in seconds (default 30).",
+        schema={"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+    )
+    rate_limit_state_dir: str | None = extra(
+        None,
+        absolute_dir,
+        rule="an absolute path of a directory",
+        label="Shared rate-limit directory",
+        description="Folder for a lock file that shares one API budget among all processes of this "
+        "machine (unset: per process).",
+        schema={"type": "string"},
+    )
+    rate_limit_redis_conn_id: str | None = extra(
+        None,
+        conn_id,
+        rule="an Airflow connection id",
+        label="Shared rate-limit Redis connection",
+        description="Id of a redis connection that keeps the budget for every machine (takes precedence "
+        "over the directory).",
+        schema={"type": "string"},
+    )
+    rate_limit_key: str | None = extra(
+        None,
+        label_text,
+        rule="1 to 200 printable characters",
+        label="Rate-limit budget name",
+        description="Connections with the same name share one budget (e.g. the REST and OpenD "
+        "connections of one account); default: one budget per endpoint.",
+        schema={"type": "string"},
+    )
+
+    @classmethod
+    def extras(cls) -> dict[str, Extra]:
+        """Every extra these settings read, by name, in declaration order."""
+        return {f.name: f.metadata[_EXTRA] for f in dataclasses.fields(cls) if _EXTRA in f.metadata}
+
+    @classmethod
+    def read_extras(cls, conn: Any) -> dict[str, Any]:
+        """The declared extras of ``conn``, converted and validated; one clear error names a bad one.
+
+        Unknown extras are logged and ignored (a typo should not break a running deployment).
+        """
+        conn_name = getattr(conn, "conn_id", None)
+        raw_extras = conn.extra_dejson or {}
+        if not isinstance(raw_extras, Mapping):
+            raise _invalid(f"connection {conn_name!r} extra is not a JSON object")
+        declared = cls.extras()
+        values: dict[str, Any] = {}
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for name, declaration in declared.items():
+            raw = raw_extras.get(name)
+            if raw is None or raw == "":
+                values[name] = defaults[name]
+                continue
+            try:
+                values[name] = declaration.convert(raw)
+            except (TypeError, ValueError, OverflowError):
+                raise _invalid(
+                    f"connection {conn_name!r} extra {name!r} has an invalid value {shown(raw, 60)}: "
+                    f"expected {declaration.rule}"
+                ) from None
+        unknown = sorted(set(raw_extras) - set(declared))
+        if unknown:
+            logging.getLogger(__name__).warning(
+                "connection %r: ignoring unknown extras %s", conn_name, unknown
+            )
+        return values
+
+    def budget_key(self, endpoint: str) -> str:
+        """Name of the request budget: ``rate_limit_key`` if set, else the endpoint (one per API)."""
+        return self.rate_limit_key or endpoint
+
+
+# -- the REST connection ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionSettings(BudgetSettings):
+    """What the REST hook takes from a ``shortint`` connection, validated."""
+
+    conn_type: ClassVar[str] = "shortint"
+    hook_class_name: ClassVar[str] = "airflow_provider_shortint.hooks.short_interest.ShortInterestHook"
+    hook_name: ClassVar[str] = "Short Interest"
+    ui_hidden_fields: ClassVar[tuple[str, ...]] = ("schema", "login")
+    ui_relabeling: ClassVar[Mapping[str, str]] = {"host": "Base URL", "password": "API token"}
+    ui_placeholders: ClassVar[Mapping[str, str]] = {
+        "host": "https://openapi.example.com",
+        "password": "optional bearer token",
+    }
+
+    base_url: str
+    token: str | None = field(default=None, repr=False)
+    verify_ssl: bool = extra(
+        True,
+        boolean,
+        rule="true or false",
+        label="Verify SSL",
+        description="Verify the server's TLS certificate (default true).",
+        schema={"type": "boolean", "default": True},
+    )
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> ConnectionSettings:
+        """Read host/port/password/extras of an Airflow connection; a bad value raises one clear error
+        that never contains the token or credentials."""
+        conn_name = getattr(conn, "conn_id", None)
+        return cls(
+            base_url=base_url_of(conn_name, conn.host, conn.port),
+            token=token_of(conn_name, conn.password),
+            **cls.read_extras(conn),
+        )
+
+
+def base_url_of(conn_name: str | None, host: object, port: object) -> str:
+    """``scheme://host[:port][/path]`` from a connection's host (scheme defaults to https) and port."""
+    text = (host if isinstance(host, str) else "").strip()
+    where = f"connection {conn_name!r} host"
+    if not text:
+        raise _invalid(
+            f"connection {conn_name!r} has no host: set it to the API's base URL, e.g. https://api.example.com"
+        )
+    if "://" not in text:
+        text = f"https://{text}"
+    try:
+        parts = urlsplit(text)
+        url_port = parts.port
+    except ValueError:
+        raise _invalid(f"{where} is not a valid http(s) URL (bad port?)") from None
+    if "@" in parts.netloc:  # user:password@ — never echoed, never sent
+        netloc = parts.netloc.rpartition("@")[2]
+        raise _invalid(
+            f"{where} holds credentials ({parts.scheme}://***@{netloc}): remove them from the URL "
+            "and put the API token in the password field"
+        )
+    if _CONTROL.search(text) or " " in text:
+        raise _invalid(f"{where} contains spaces or control characters")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _invalid(f"{where} {shown(text, 80)} is not an http(s) URL")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise _invalid(
+            f"{where} {shown(text, 80)} has a query string or fragment; give the base URL only "
+            "(scheme, host, port, path)"
+        )
+    netloc = parts.netloc
+    if port not in (None, ""):
+        try:
+            number = integer(1, 65535)(port)
+        except (TypeError, ValueError):
+            raise _invalid(
+                f"connection {conn_name!r} port must be 1 to 65535, got {shown(port, 20)}"
+            ) from None
+        if url_port is None:
+            netloc = f"{netloc}:{number}"
+    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+
+
+def token_of(conn_name: str | None, password: object) -> str | None:
+    """The API token, or None; one that cannot go into an HTTP header is refused without showing it."""
+    if not password:
         return None
-    number = float(value)
-    return int(number) if number.is_integer() else None
+    if not isinstance(password, str):
+        raise _invalid(f"connection {conn_name!r} password (API token) is not text")
+    if _CONTROL.search(password):
+        raise _invalid(
+            f"connection {conn_name!r} password (API token) contains a line break or control character "
+            "(often a copy-paste slip); remove it (the token is not shown)"
+        )
+    try:
+        password.encode("latin-1")
+    except UnicodeEncodeError:
+        raise _invalid(
+            f"connection {conn_name!r} password (API token) has characters outside Latin-1, which an "
+            "HTTP header cannot carry (the token is not shown)"
+        ) from None
+    return password
+
+
+def connection_type_info(settings: type[BudgetSettings]) -> dict[str, Any]:
+    """The ``connection-types`` entry of ``get_provider_info()`` for one settings class: the UI form's
+    extra fields (``conn-fields``) and ``ui-field-behaviour``, derived from the declarations."""
+    declared = settings.extras()
+    placeholders = dict(settings.ui_placeholders)
+    placeholders.update({n: e.placeholder for n, e in declared.items() if e.placeholder is not None})
+    conn_fields = {}
+    for name, declaration in declared.items():
+        schema = dict(declaration.schema)
+        schema["type"] = [schema["type"], "null"]
+        conn_fields[name] = {
+            "label": declaration.label,
+            "schema": schema,
+            "description": declaration.description,
+        }
+    return {
+        "connection-type": settings.conn_type,
+        "hook-class-name": settings.hook_class_name,
+        "hook-name": settings.hook_name,
+        "ui-field-behaviour": {
+            "hidden-fields": list(settings.ui_hidden_fields),
+            "relabeling": dict(settings.ui_relabeling),
+            "placeholders": placeholders,
+        },
+        "conn-fields": conn_fields,
+    }
+
+
+#: Extras of the REST connection (old import path).
+KNOWN_EXTRAS: tuple[str, ...] = tuple(ConnectionSettings.extras())

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_shortint.text import redact
+
 
 class ShortInterestError(AirflowException):
-    """Base of every provider error; carries the API's ``ret_code``, ``error_code`` and ``message``."""
+    """Base of every provider error; carries the API's ``ret_code``, ``error_code`` and ``message``.
+
+    Registered secrets (``text.register_secret``: the API token) are masked in ``message``, whatever
+    built it (a server echoing the token, a symbol list, a URL).
+    """
 
     default_error_code: str | None = None
     default_ret_code: int | None = None
@@ -20,6 +26,7 @@ class ShortInterestError(AirflowException):
         symbol: str | None = None,
         status: int | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.ret_code = ret_code if ret_code is not None else self.default_ret_code
@@ -84,7 +91,7 @@ class RejectedSymbolsError(NonRetryableError):
 
     def __init__(self, message: str, failures: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.failures = dict(failures or {})
+        self.failures = {symbol: redact(reason) for symbol, reason in (failures or {}).items()}
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.message, self.failures))
@@ -100,6 +107,14 @@ class ShortInterestResponseError(ShortInterestError):
     """A body that is not the documented JSON envelope, or an unknown ``ret_code``."""
 
     default_error_code = "malformed_response"
+
+
+class ShortInterestConnectionError(NonRetryableError):
+    """The connection cannot work as configured: host name not resolved, TLS handshake failed, plain
+    HTTP answered on an https URL. Not retried (another attempt cannot succeed); the message names the
+    root cause."""
+
+    default_error_code = "connection_misconfigured"
 
 
 class ShortInterestAuthError(NonRetryableError):

@@ -7,17 +7,32 @@ A transport only fetches one page (``fetch(count, next_key) -> RawPage``); :func
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
 from airflow_provider_shortint.exceptions import ShortInterestResponseError
-from airflow_provider_shortint.text import clip
+from airflow_provider_shortint.markets import Market
+from airflow_provider_shortint.text import shown
 from airflow_provider_shortint.validation import validate_count
 
 _T = TypeVar("_T")
 
 #: ``next_key`` values that mark the last page (absent, empty, or the SDK's "-1").
 END_MARKERS: frozenset[str | None] = frozenset({None, "", "-1"})
+
+
+#: Longest history a security can have (days), and how much denser than its market's typical cadence
+#: its records may come: together they bound the pages of one symbol (a server that hands out new keys
+#: for ever is stopped with a clear error instead of being paged without end).
+MAX_HISTORY_DAYS = 50 * 366
+MAX_DENSITY = 2
+
+
+def history_page_bound(market: Market, page_size: int) -> int:
+    """Most pages one symbol's history can take at ``page_size`` (+1 for a smaller first page)."""
+    records = math.ceil(MAX_HISTORY_DAYS / market.cadence_days * MAX_DENSITY)
+    return math.ceil(records / page_size) + 1
 
 
 def is_last(next_key: object) -> bool:
@@ -71,14 +86,15 @@ class NextKeyPaginator:
             return
         if next_key in self._seen:
             raise ShortInterestResponseError(
-                f"{self.symbol}: the server returned next_key {clip(repr(next_key), 80)} twice; "
+                f"{self.symbol}: the server returned next_key {shown(next_key)} twice; "
                 "stopping instead of looping",
                 symbol=self.symbol,
             )
         if self.max_pages is not None and self.pages >= self.max_pages:
             raise ShortInterestResponseError(
-                f"{self.symbol}: the server still had a next page after {self.pages} pages, more than "
-                "the history of one security can hold; stopping instead of paging without end",
+                f"{self.symbol}: the server still had a next page after {self.pages} pages of up to "
+                f"{self.page_size} records, more than the history of one security can hold; stopping "
+                "instead of paging without end",
                 symbol=self.symbol,
             )
         self._seen.add(next_key)

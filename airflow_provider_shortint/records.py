@@ -1,4 +1,8 @@
-"""Turn API items into typed rows and Arrow tables in the lake schema (DESIGN.md §6)."""
+"""Turn API items into typed rows and Arrow tables in the lake schema (DESIGN.md §6).
+
+An item's date is its ``timestamp_str``; its ``timestamp`` (if any) must be midnight of that date in the
+market's time zone (``markets.Market.timezone``), else the item is refused naming both values.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shortint.exceptions import ShortInterestResponseError
+from airflow_provider_shortint.markets import MARKETS
+from airflow_provider_shortint.text import shown
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,13 +87,53 @@ def lake_schema() -> pa.Schema:
 
 
 def _fail(symbol: str, reason: str, value: object) -> ShortInterestResponseError:
-    try:
-        excerpt = repr(value)
-    except ValueError:  # an int of more than 4300 digits has no repr
-        excerpt = f"<{type(value).__name__} too large to show>"
-    if len(excerpt) > 80:
-        excerpt = excerpt[:77] + "..."
-    return ShortInterestResponseError(f"malformed item for {symbol}: {reason} (got {excerpt})", symbol=symbol)
+    return ShortInterestResponseError(
+        f"malformed item for {symbol}: {reason} (got {shown(value)})", symbol=symbol
+    )
+
+
+def _timezone(symbol: str) -> str | None:
+    market = MARKETS.get(symbol.partition(".")[0])
+    return market.timezone if market is not None else None
+
+
+@functools.lru_cache(maxsize=8192)
+def midnight_ms(timezone: str, day: dt.date) -> int:
+    """Milliseconds since the epoch at midnight of ``day`` in ``timezone`` (what ``timestamp`` holds)."""
+    from zoneinfo import ZoneInfo
+
+    return int(dt.datetime.combine(day, dt.time(), ZoneInfo(timezone)).timestamp()) * 1000
+
+
+@functools.lru_cache(maxsize=65536)
+def _midnight_of_text(timezone: str, date_text: str) -> int:
+    return midnight_ms(timezone, dt.date.fromisoformat(date_text))
+
+
+def _all_at_midnight(symbol: str, items: list[Any]) -> bool:
+    """Whether every item's timestamp is midnight of its timestamp_str (items already read by Arrow)."""
+    timezone = _timezone(symbol)
+    if timezone is None:
+        return True
+    for item in items:
+        if not isinstance(item, dict):
+            return False
+        timestamp = item.get("timestamp")
+        if timestamp is not None and timestamp != _midnight_of_text(timezone, item["timestamp_str"]):
+            return False
+    return True
+
+
+def _check_midnight(symbol: str, timezone: str | None, timestamp: int | None, date_text: str) -> None:
+    if timestamp is None or timezone is None:
+        return
+    expected = _midnight_of_text(timezone, date_text)
+    if timestamp != expected:
+        raise ShortInterestResponseError(
+            f"malformed item for {symbol}: timestamp {timestamp} disagrees with timestamp_str "
+            f"{date_text} (midnight of that day in {timezone} is {expected})",
+            symbol=symbol,
+        )
 
 
 def _to_int(symbol: str, field: str, value: object) -> int | None:
@@ -128,6 +174,10 @@ def parse_item(symbol: str, item: object) -> Row:
 
     Raises ``ShortInterestResponseError`` for anything that is not a well-formed item.
     """
+    return _parse_item(symbol, _timezone(symbol), item)
+
+
+def _parse_item(symbol: str, timezone: str | None, item: object) -> Row:
     if not isinstance(item, Mapping):
         raise _fail(symbol, "an item is not an object", item)
     date_text = item.get("timestamp_str")
@@ -137,11 +187,9 @@ def parse_item(symbol: str, item: object) -> Row:
         trade_date = dt.date.fromisoformat(date_text)
     except ValueError:
         raise _fail(symbol, "timestamp_str is not a valid date", date_text) from None
-    row: Row = {
-        "symbol": symbol,
-        "trade_date": trade_date,
-        "timestamp": _to_int(symbol, "timestamp", item.get("timestamp")),
-    }
+    timestamp = _to_int(symbol, "timestamp", item.get("timestamp"))
+    _check_midnight(symbol, timezone, timestamp, date_text)
+    row: Row = {"symbol": symbol, "trade_date": trade_date, "timestamp": timestamp}
     for name in VALUE_COLUMNS[1:]:
         convert = _to_int if name in INT_FIELDS else _to_float
         row[name] = convert(symbol, name, item.get(name))
@@ -154,7 +202,8 @@ def parse_items(symbol: str, items: object) -> list[Row]:
         return []
     if not isinstance(items, list):
         raise _fail(symbol, "data.items is not a list", items)
-    return [parse_item(symbol, item) for item in items]
+    timezone = _timezone(symbol)
+    return [_parse_item(symbol, timezone, item) for item in items]
 
 
 def rows_to_table(rows: Sequence[Row], ingested_at: dt.datetime | None = None) -> pa.Table:
@@ -185,17 +234,15 @@ def _raw_item_type() -> pa.DataType:
     )
 
 
-def items_to_table(
-    symbol: str, items: object, ingested_at: dt.datetime | None = None, *, no_booleans: bool = False
-) -> pa.Table:
+def items_to_table(symbol: str, items: object, ingested_at: dt.datetime | None = None) -> pa.Table:
     """Raw API items -> a table in the lake schema; the same result as ``rows_to_table(parse_items(...))``.
 
-    With ``no_booleans`` (the caller saw no JSON ``true``/``false`` in the body, which Arrow would read as
-    numbers) the page is converted by Arrow in one pass, about 3x faster; anything unusual falls back to
-    the row parser, which accepts the same inputs and raises the precise ``ShortInterestResponseError``.
+    Well-formed pages are converted by Arrow in one pass (about 3x faster than the row parser); anything
+    unusual falls back to the row parser, which accepts the same inputs and raises the precise
+    ``ShortInterestResponseError``.
     """
     stamp = ingested_at or dt.datetime.now(dt.UTC)
-    if no_booleans and isinstance(items, list) and items:
+    if isinstance(items, list) and items:
         table = _items_to_table_fast(symbol, items, stamp)
         if table is not None:
             return table
@@ -227,12 +274,17 @@ def _items_to_table_fast(symbol: str, items: list[Any], stamp: dt.datetime) -> p
         if max(abs(low.as_py() or 0), abs(high.as_py() or 0)) > 2**53:
             return None
         columns["timestamp"] = raw.field("timestamp").cast(pa.int64())
+        if not _all_at_midnight(symbol, items):
+            return None  # the row parser names the item
         # Arrow would also read "0x10" as 16: only plain decimal strings may take the fast path.
         texts = pa.concat_arrays([raw.field(name) for name in INT_FIELDS])
         if pc.all(pc.match_substring_regex(texts, r"^-?[0-9]{1,19}$")).as_py() is False:
             return None
-        numbers = pa.concat_arrays([raw.field(name) for name in FLOAT_FIELDS])
+        numbers = pa.concat_arrays([raw.field(name) for name in (*FLOAT_FIELDS, "timestamp")])
         if pc.all(pc.is_finite(numbers)).as_py() is False:
+            return None
+        # Arrow reads JSON true/false as 1.0/0.0 where the row parser refuses them: look at those values.
+        if pc.any(pc.is_in(numbers, value_set=_ZERO_ONE())).as_py() and _has_booleans(items):
             return None
         for name in INT_FIELDS:
             columns[name] = raw.field(name).cast(pa.int64())  # a safe cast: overflow raises
@@ -245,6 +297,20 @@ def _items_to_table_fast(symbol: str, items: list[Any], stamp: dt.datetime) -> p
         return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=schema)
     except (TypeError, ValueError, OverflowError, pa.ArrowException):
         return None
+
+
+@functools.cache
+def _ZERO_ONE() -> pa.Array:
+    import pyarrow as pa
+
+    return pa.array([0.0, 1.0])
+
+
+def _has_booleans(items: list[Any]) -> bool:
+    numeric = (*FLOAT_FIELDS, "timestamp")
+    return any(
+        isinstance(item, Mapping) and any(type(item.get(name)) is bool for name in numeric) for item in items
+    )
 
 
 def concat_tables(tables: Iterable[pa.Table]) -> pa.Table:
@@ -270,3 +336,57 @@ class ShortInterestPage:
     def oldest_date(self) -> dt.date | None:
         """Trade date of the page's last (oldest) row, or None for an empty page."""
         return min((row["trade_date"] for row in self.items), default=None)
+
+
+# -- one row per trade date ----------------------------------------------------------------------------
+# Pages are fetched one after another; a record published (or a key computed) between two requests can
+# make one trade date appear on two pages. The same values twice: the later copy is dropped. Different
+# values: the server contradicts itself, and guessing which is right would store a wrong row silently.
+
+
+def _conflict(symbol: str, day: dt.date, first: Mapping[str, Any], second: Mapping[str, Any]) -> Exception:
+    differing = [name for name in VALUE_COLUMNS if first.get(name) != second.get(name)]
+    shown_values = "; ".join(
+        f"{name} {shown(first.get(name), 30)} vs {shown(second.get(name), 30)}" for name in differing[:3]
+    )
+    return ShortInterestResponseError(
+        f"{symbol}: trade date {day.isoformat()} came twice with different values ({shown_values}); "
+        "the server's pages contradict each other",
+        symbol=symbol,
+    )
+
+
+class RepeatedDateGuard:
+    """Drops rows whose trade date was already seen with the same values; raises on different values."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self._seen: dict[dt.date, Row] = {}
+
+    def filter(self, rows: list[Row]) -> list[Row]:
+        kept = []
+        for row in rows:
+            earlier = self._seen.get(row["trade_date"])
+            if earlier is None:
+                self._seen[row["trade_date"]] = row
+                kept.append(row)
+            elif any(earlier.get(name) != row.get(name) for name in VALUE_COLUMNS):
+                raise _conflict(self.symbol, row["trade_date"], earlier, row)
+        return kept
+
+
+def drop_repeated_dates(symbol: str, table: pa.Table) -> pa.Table:
+    """``table`` (one symbol, pages in fetch order) with one row per trade date; see RepeatedDateGuard."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        return table
+    counts = table.group_by("trade_date").aggregate([("trade_date", "count")])
+    if pc.max(counts.column("trade_date_count")).as_py() < 2:
+        return table
+    guard = RepeatedDateGuard(symbol)
+    rows = table.to_pylist()
+    kept = {id(row) for row in guard.filter(rows)}
+    mask = pa.array([id(row) in kept for row in rows])
+    return table.filter(mask)

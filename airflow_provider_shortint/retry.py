@@ -31,8 +31,9 @@ MAX_RETRY_AFTER = 300.0
 class TransientFailure(Exception):
     """A failure worth another attempt (-5, HTTP 429/5xx, timeout, connection error), with its reason.
 
-    ``error_code`` names the kind (internal_error, rate_limited, http_error, timeout, connection_error);
-    ``ret_code`` is set only when the server itself said -5.
+    ``error_code`` names the kind (internal_error, rate_limited, http_error, timeout, connection_error,
+    connection_refused); ``ret_code`` is set only when the server itself said -5. ``max_attempts`` caps
+    the attempts for this kind of failure below the policy's own (a refused port: 2).
     """
 
     def __init__(
@@ -43,9 +44,11 @@ class TransientFailure(Exception):
         retry_after: float | None = None,
         status: int | None = None,
         ret_code: int | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.max_attempts = max_attempts
         self.error_code = error_code
         self.retry_after = retry_after
         self.status = status
@@ -93,6 +96,11 @@ class RetryPolicy:
     def attempts(self) -> int:
         return self.max_retries + 1
 
+    def limit(self, failure: TransientFailure) -> int:
+        """Attempts allowed for ``failure``: the policy's, or fewer if that kind of failure caps them."""
+        cap = failure.max_attempts
+        return self.attempts if cap is None else max(1, min(cap, self.attempts))
+
     def wait(self, retry_state: RetryCallState) -> float:
         """Seconds before the next attempt: backoff, never shorter than the server's Retry-After."""
         failure = _failure_of(retry_state)
@@ -102,7 +110,7 @@ class RetryPolicy:
 
     def call(self, symbol: str, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` (a request for ``symbol``) until it returns or fails other than transiently."""
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+        from tenacity import Retrying, retry_if_exception_type
 
         def announce(retry_state: RetryCallState) -> None:
             failure = _failure_of(retry_state)
@@ -113,11 +121,20 @@ class RetryPolicy:
                 failure.reason,
                 delay,
                 retry_state.attempt_number + 1,
-                self.attempts,
+                self.limit(failure),
             )
 
+        def stop(retry_state: RetryCallState) -> bool:
+            return retry_state.attempt_number >= self.limit(_failure_of(retry_state))
+
+        made = [0]
+
+        def counted() -> _T:
+            made[0] += 1
+            return attempt()
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop,
             wait=self.wait,
             retry=retry_if_exception_type(TransientFailure),
             sleep=self.sleep,
@@ -125,10 +142,10 @@ class RetryPolicy:
             reraise=True,
         )
         try:
-            return retrying(attempt)
+            return retrying(counted)
         except TransientFailure as failure:
             raise ShortInterestServerError(
-                f"{symbol}: {failure.reason}; gave up after {self.attempts} attempt(s)",
+                f"{symbol}: {failure.reason}; gave up after {made[0]} attempt(s)",
                 ret_code=failure.ret_code,
                 error_code=failure.error_code,
                 symbol=symbol,

@@ -7,17 +7,13 @@ from collections.abc import Iterable
 
 from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
 from airflow_provider_shortint.markets import MARKETS, market_of
+from airflow_provider_shortint.text import shown
 
 __all__ = ["market_of", "normalize_symbol", "parse_symbols"]
 
 _OTHER_MARKET = re.compile(r"[A-Z]{2,4}")
 _OTHER_CODE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
 MAX_PROBLEMS_SHOWN = 10  # an error about 5 000 bad symbols names the first ten
-
-
-def _shown(symbol: str) -> str:
-    """``repr`` of a user's symbol for an error message, cut to 40 characters."""
-    return repr(symbol) if len(symbol) <= 40 else repr(symbol[:40]) + "..."
 
 
 def normalize_symbol(symbol: object) -> str:
@@ -33,23 +29,25 @@ def normalize_symbol(symbol: object) -> str:
     text = symbol.strip()
     if not text.isascii():  # before upper(): "\u017f".upper() == "S", "\ufb00".upper() == "FF"
         raise InvalidParameterError(
-            f"malformed symbol {_shown(symbol)}: only ASCII letters, digits, '.' and '-' are allowed"
+            f"malformed symbol {shown(symbol, 44)}: only ASCII letters, digits, '.' and '-' are allowed"
         )
     text = text.upper()
     market, dot, code = text.partition(".")
     if not dot or not code:
         raise InvalidParameterError(
-            f"malformed symbol {_shown(symbol)}: expected MARKET.CODE, e.g. 'HK.00700'"
+            f"malformed symbol {shown(symbol, 44)}: expected MARKET.CODE, e.g. 'HK.00700'"
         )
     if market in MARKETS:
-        return MARKETS[market].normalize(code, _shown(symbol))
+        return MARKETS[market].normalize(code, shown(symbol, 44))
     if _OTHER_MARKET.fullmatch(market) and _OTHER_CODE.fullmatch(code):
         raise UnsupportedSecurityError(
-            f"unsupported market {market!r} in {_shown(symbol)}: "
+            f"unsupported market {market!r} in {shown(symbol, 44)}: "
             f"only {' and '.join(MARKETS)} securities have short interest",
             ret_code=-8,
         )
-    raise InvalidParameterError(f"malformed symbol {_shown(symbol)}: expected 'HK.<digits>' or 'US.<ticker>'")
+    raise InvalidParameterError(
+        f"malformed symbol {shown(symbol, 44)}: expected 'HK.<digits>' or 'US.<ticker>'"
+    )
 
 
 def parse_symbols(symbols: object) -> list[str]:
@@ -89,8 +87,8 @@ def parse_symbols(symbols: object) -> list[str]:
             result.append(canonical)
     if problems:
         error = UnsupportedSecurityError if unsupported else InvalidParameterError
-        shown = problems[:MAX_PROBLEMS_SHOWN]
-        if len(problems) > len(shown):
-            shown.append(f"and {len(problems) - len(shown)} more")
-        raise error(f"{len(problems)} bad symbol(s), nothing requested: " + "; ".join(shown))
+        listed = problems[:MAX_PROBLEMS_SHOWN]
+        if len(problems) > len(listed):
+            listed.append(f"and {len(problems) - len(listed)} more")
+        raise error(f"{len(problems)} bad symbol(s), nothing requested: " + "; ".join(listed))
     return result

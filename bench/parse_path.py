@@ -4,7 +4,7 @@ Pages: the sandbox's histories of 100 HK and 100 US symbols cut into pages of 90
 in the API envelope, serialised to bytes once (about 40,000 rows, 500 pages).
 
 * measured (the provider): what ``get_history`` / the operator do per page: ``json.loads`` +
-  ``records.items_to_table`` (Arrow converts the page in one pass when the body has no JSON booleans),
+  ``records.items_to_table`` (Arrow converts the page in one pass; records decides when it may),
   then ``records.concat_tables``;
 * also shown: the row parser (``records.parse_items`` + ``rows_to_table``, what ``get_page`` does and
   what the provider used before ``items_to_table``);
@@ -62,8 +62,7 @@ def provider_path(pages: dict[str, list[bytes]]) -> Any:
     for symbol, bodies in pages.items():
         for body in bodies:
             items = json.loads(body)["data"]["items"]
-            plain = b"true" not in body and b"false" not in body
-            tables.append(items_to_table(symbol, items, stamp, no_booleans=plain))
+            tables.append(items_to_table(symbol, items, stamp))
     return concat_tables(tables)
 
 

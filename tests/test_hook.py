@@ -138,16 +138,18 @@ def test_timeout_retried(hook_for: HookFactory, sandbox: SandboxServer) -> None:
     assert sandbox.stats()["requests"] == 2
 
 
-def test_connection_error_retried(use_conn: Callable[..., str]) -> None:
+def test_refused_port_retried_once(use_conn: Callable[..., str]) -> None:
+    """A refused port may be a restarting server: one more attempt, then a message naming the cause."""
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     hook = ShortInterestHook(
-        shortint_conn_id=use_conn(f"http://127.0.0.1:{port}", conn_id="cdown", max_retries=2)
+        shortint_conn_id=use_conn(f"http://127.0.0.1:{port}", conn_id="cdown", max_retries=5)
     )
-    pattern = r"connection to http://127\.0\.0\.1:\d+ failed .*after 3 attempt"
-    with pytest.raises(ShortInterestServerError, match=pattern):
+    pattern = r"connection to http://127\.0\.0\.1:\d+ refused \(nothing listens.*after 2 attempt"
+    with pytest.raises(ShortInterestServerError, match=pattern) as info:
         hook.get_page("HK.00700")
+    assert info.value.error_code == "connection_refused" and hook.requests_made == 2
 
 
 def test_truncated_transfer_is_retried(hook_for: HookFactory, sandbox: SandboxServer) -> None:
@@ -412,3 +414,23 @@ def test_host_without_scheme_means_https() -> None:
     conn = SimpleNamespace(conn_id="c", host="api.example.com/", port=8443, password="", extra_dejson={})
     settings = ConnectionSettings.from_connection(conn)
     assert settings.base_url == "https://api.example.com:8443" and settings.token is None
+
+
+def test_budget_key_and_redis_extras_choose_the_limiter(use_conn: Callable[..., str]) -> None:
+    """Connections with one ``rate_limit_key`` share one window whatever their URL; the Redis extra is
+    passed to the limiter (DESIGN §9); without a key each endpoint has its own budget."""
+    a = ShortInterestHook(
+        shortint_conn_id=use_conn("http://a.example", conn_id="ka", rate_limit_key="acct-7")
+    )
+    b = ShortInterestHook(
+        shortint_conn_id=use_conn("http://b.example", conn_id="kb", rate_limit_key="acct-7")
+    )
+    c = ShortInterestHook(shortint_conn_id=use_conn("http://a.example", conn_id="kc"))
+    d = ShortInterestHook(shortint_conn_id=use_conn("http://b.example", conn_id="kd"))
+    assert a.rate_limiter is b.rate_limiter
+    assert c.rate_limiter is not d.rate_limiter and c.rate_limiter is not a.rate_limiter
+    redis = ShortInterestHook(
+        shortint_conn_id=use_conn("http://a.example", conn_id="kr", rate_limit_redis_conn_id="redis_budget")
+    )
+    assert type(redis.rate_limiter).__name__ == "RedisRateLimiter"
+    assert redis.rate_limiter is not c.rate_limiter

@@ -9,7 +9,7 @@ import airflow
 import jsonschema
 
 from airflow_provider_shortint import __version__
-from airflow_provider_shortint.connection import KNOWN_EXTRAS
+from airflow_provider_shortint.connection import KNOWN_EXTRAS, ConnectionSettings
 from airflow_provider_shortint.get_provider_info import get_provider_info
 from tests.conftest import AirflowHome
 
@@ -19,12 +19,43 @@ def test_provider_info_matches_airflow_schema() -> None:
     info = get_provider_info()
     jsonschema.validate(info, schema)
     assert info["package-name"] == "airflow-provider-shortint" and info["versions"] == [__version__]
-    (conn_type,) = info["connection-types"]
-    assert conn_type["connection-type"] == "shortint"
+    by_type = {entry["connection-type"]: entry for entry in info["connection-types"]}
+    conn_type = by_type["shortint"]
+    assert conn_type["hook-class-name"].endswith("hooks.short_interest.ShortInterestHook")
     assert set(conn_type["conn-fields"]) == set(KNOWN_EXTRAS)
+    assert {"rate_limit_redis_conn_id", "rate_limit_key", "timeout", "verify_ssl"} <= set(KNOWN_EXTRAS)
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"]["password"] == "API token"
     assert set(behaviour["hidden-fields"]) == {"schema", "login"}
+    assert behaviour["placeholders"]["timeout"] == "30"
+
+
+def test_extras_declared_once_drive_form_and_reading() -> None:
+    """Each extra's declaration gives its UI field, default and validation; nothing is listed twice."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from airflow_provider_shortint.exceptions import InvalidParameterError
+
+    declared = ConnectionSettings.extras()
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    assert list(fields) == list(declared) == list(KNOWN_EXTRAS)
+    for name, declaration in declared.items():
+        assert fields[name]["label"] == declaration.label and "null" in fields[name]["schema"]["type"]
+
+    def read(**extra: object) -> ConnectionSettings:
+        conn = SimpleNamespace(conn_id="c", host="http://h", port=None, password=None, extra_dejson=extra)
+        return ConnectionSettings.from_connection(conn)
+
+    defaults = read()
+    assert (defaults.timeout, defaults.rate_limit_calls, defaults.max_retries) == (30.0, 30, 5)
+    assert defaults.rate_limit_key is None and defaults.budget_key(defaults.base_url) == "http://h"
+    keyed = read(rate_limit_key="account-1", rate_limit_redis_conn_id="redis_default", timeout="2.5")
+    assert keyed.budget_key(keyed.base_url) == "account-1" and keyed.timeout == 2.5
+    assert keyed.rate_limit_redis_conn_id == "redis_default"
+    with pytest.raises(InvalidParameterError, match="extra 'rate_limit_redis_conn_id'"):
+        read(rate_limit_redis_conn_id="no spaces allowed")
 
 
 def test_declared_modules_import_without_pandas_or_pyarrow() -> None:

@@ -125,16 +125,16 @@ def slow_path(symbol: str, items: object) -> pa.Table | type[ShortInterestRespon
         return ShortInterestResponseError
 
 
-def assert_same_as_row_parser(symbol: str, items: object, no_booleans: bool) -> None:
+def assert_same_as_row_parser(symbol: str, items: object) -> None:
     """items_to_table gives exactly the row parser's table, or raises the same error."""
     from airflow_provider_shortint.records import items_to_table
 
     expected = slow_path(symbol, items)
     if expected is ShortInterestResponseError:
         with pytest.raises(ShortInterestResponseError):
-            items_to_table(symbol, items, STAMP, no_booleans=no_booleans)
+            items_to_table(symbol, items, STAMP)
     else:
-        assert items_to_table(symbol, items, STAMP, no_booleans=no_booleans).equals(expected)
+        assert items_to_table(symbol, items, STAMP).equals(expected)
 
 
 def test_fast_path_matches_row_parser_on_api_pages() -> None:
@@ -153,31 +153,33 @@ def test_fast_path_matches_row_parser_on_api_pages() -> None:
     }
     items = [
         us_item,
-        {**us_item, "timestamp_str": "2026-04-30", "days_to_cover": None},
+        {**us_item, "timestamp_str": "2026-04-30", "timestamp": 1777521600000, "days_to_cover": None},
         {"timestamp_str": "2026-04-15"},
     ]
     fast = _items_to_table_fast("US.AAPL", items, STAMP)
     assert fast is not None  # the Arrow path really ran
     assert fast.equals(slow_path("US.AAPL", items))
-    assert items_to_table("US.AAPL", items, STAMP, no_booleans=True).equals(fast)
+    assert items_to_table("US.AAPL", items, STAMP).equals(fast)
     # Values the fast path must not take at face value fall back to the row parser.
     for odd in (
         {"timestamp": 1.5},
         {"timestamp": 2**60 + 1},
         {"shares_short": " 12"},
         {"close_price": "1.5"},
+        {"close_price": True},  # Arrow would read JSON true as 1.0: records must notice by itself
+        {"days_to_cover": False},
+        {"timestamp": 1778817600001},  # not midnight of 2026-05-15 in New York
     ):
         patched = [{**us_item, **odd}]
         assert _items_to_table_fast("US.AAPL", patched, STAMP) is None
-        assert_same_as_row_parser("US.AAPL", patched, no_booleans=True)
+        assert_same_as_row_parser("US.AAPL", patched)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(item_like, max_size=4))
 def test_fast_path_equals_row_parser(items: list[dict[str, object]]) -> None:
     """items_to_table gives exactly the row parser's table, or the same error, on arbitrary items."""
-    text = json.dumps(items)
-    assert_same_as_row_parser("HK.00700", json.loads(text), "true" not in text and "false" not in text)
+    assert_same_as_row_parser("HK.00700", json.loads(json.dumps(items)))
 
 
 api_item = st.fixed_dictionaries(
@@ -204,4 +206,54 @@ api_item = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(api_item, min_size=1, max_size=5))
 def test_fast_path_equals_row_parser_on_wellformed_items(items: list[dict[str, object]]) -> None:
-    assert_same_as_row_parser("US.AAPL", items, no_booleans=True)
+    assert_same_as_row_parser("US.AAPL", items)
+
+
+# -- timestamp vs timestamp_str, repeated trade dates ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("symbol", "timestamp", "day"),
+    [
+        ("HK.00700", 1778774400000 + 3_600_000, "2026-05-15"),  # an hour off
+        ("HK.00700", 1778716800000, "2026-05-15"),  # midnight UTC, not Hong Kong
+        ("US.AAPL", 1778774400000, "2026-05-15"),  # Hong Kong's midnight on a US symbol
+    ],
+)
+def test_timestamp_must_be_midnight_of_timestamp_str(symbol: str, timestamp: int, day: str) -> None:
+    from airflow_provider_shortint.records import items_to_table
+
+    item = {**HK_ITEM, "timestamp": timestamp, "timestamp_str": day}
+    for convert in (lambda: parse_items(symbol, [item]), lambda: items_to_table(symbol, [item] * 3, STAMP)):
+        with pytest.raises(ShortInterestResponseError) as caught:
+            convert()
+        message = caught.value.message
+        assert symbol in message and str(timestamp) in message and day in message
+
+
+def test_midnight_follows_daylight_saving() -> None:
+    """US midnight is 04:00 UTC in summer and 05:00 UTC in winter; both are accepted."""
+    summer = {"timestamp": 1778817600000, "timestamp_str": "2026-05-15"}
+    winter = {"timestamp": 1768453200000, "timestamp_str": "2026-01-15"}
+    rows = parse_items("US.AAPL", [summer, winter])
+    assert [row["trade_date"] for row in rows] == [dt.date(2026, 5, 15), dt.date(2026, 1, 15)]
+    with pytest.raises(ShortInterestResponseError, match="disagrees"):
+        parse_items("US.AAPL", [{**winter, "timestamp": winter["timestamp"] - 3_600_000}])
+
+
+def test_repeated_trade_dates() -> None:
+    from airflow_provider_shortint.records import RepeatedDateGuard, drop_repeated_dates
+
+    first = parse_items("HK.00700", [HK_ITEM])
+    guard = RepeatedDateGuard("HK.00700")
+    assert guard.filter(first) == first
+    assert guard.filter(parse_items("HK.00700", [HK_ITEM])) == []  # the same values again: dropped
+    changed = parse_items("HK.00700", [{**HK_ITEM, "aggregated_short": "1"}])
+    with pytest.raises(
+        ShortInterestResponseError, match=r"2026-05-15 came twice.*aggregated_short 54177721 vs 1"
+    ):
+        guard.filter(changed)
+    table = rows_to_table(first + first, STAMP)
+    assert drop_repeated_dates("HK.00700", table).num_rows == 1
+    with pytest.raises(ShortInterestResponseError, match=r"HK\.00700: trade date 2026-05-15 came twice"):
+        drop_repeated_dates("HK.00700", rows_to_table(first + changed, STAMP))

@@ -16,6 +16,8 @@ import copy
 import datetime as dt
 import json
 import os
+import pickle
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -157,7 +159,42 @@ CONNECTION_CASES: list[Any] = [
     pytest.param({"extra": {"rate_limit_period": -30}}, "extra 'rate_limit_period'", id="period-negative"),
     pytest.param({"extra": {"verify_ssl": "maybe"}}, "extra 'verify_ssl'", id="verify-maybe"),
     pytest.param({"extra": {"backoff_base": "-1"}}, "extra 'backoff_base'", id="backoff-negative"),
+    # issue 14: values that used to overflow, be silently dropped or silently not shared
+    pytest.param({"extra": {"timeout": "inf"}}, "extra 'timeout'", id="timeout-inf"),
+    pytest.param({"extra": {"timeout": "1e400"}}, "extra 'timeout'", id="timeout-1e400"),
+    pytest.param({"extra": {"timeout": 1e9}}, "extra 'timeout'", id="timeout-31-years"),
+    pytest.param({"extra": {"rate_limit_period": "inf"}}, "extra 'rate_limit_period'", id="period-inf"),
+    pytest.param({"extra": {"rate_limit_period": "NaN"}}, "extra 'rate_limit_period'", id="period-nan"),
+    pytest.param({"extra": {"backoff_base": "nan"}}, "extra 'backoff_base'", id="backoff-nan"),
+    pytest.param({"extra": {"rate_limit_calls": True}}, "extra 'rate_limit_calls'", id="calls-bool"),
+    pytest.param(
+        {"extra": {"rate_limit_state_dir": "budget"}}, "extra 'rate_limit_state_dir'", id="state-dir-relative"
+    ),
+    pytest.param(
+        {"extra": {"rate_limit_state_dir": "/etc/passwd"}},
+        "extra 'rate_limit_state_dir'",
+        id="state-dir-file",
+    ),
+    pytest.param(
+        {"extra": {"rate_limit_redis_conn_id": "redis default"}},
+        "extra 'rate_limit_redis_conn_id'",
+        id="redis-conn-id-space",
+    ),
+    pytest.param({"extra": {"rate_limit_key": "a\nb"}}, "extra 'rate_limit_key'", id="budget-key-newline"),
+    pytest.param({"host": "http://{netloc}/?count=90"}, "has a query string or fragment", id="host-query"),
+    pytest.param({"host": "http://{netloc}/#top"}, "has a query string or fragment", id="host-fragment"),
+    pytest.param({"host": "http://{netloc}/?"}, "has a query string or fragment", id="host-empty-query"),
+    pytest.param({"host": "http://{netloc}/a b"}, "contains spaces", id="host-space"),
+    pytest.param({"host": "http://127.0.0.1", "port": 70000}, "port must be 1 to 65535", id="port-70000"),
+    pytest.param({"host": "http://127.0.0.1:99999"}, "not a valid http(s) URL", id="url-port-99999"),
+    pytest.param({"host": "http://user:pa55w0rd@{netloc}"}, "holds credentials", id="host-credentials"),
+    pytest.param({"host": "http://tok3n-in-user@{netloc}"}, "holds credentials", id="host-user-only"),
+    pytest.param({"password": "s3cret-tok3n\n"}, "contains a line break", id="token-newline"),
+    pytest.param({"password": "s3cret\r\nX-Evil: 1"}, "contains a line break", id="token-header-injection"),
+    pytest.param({"password": "s3cret-t\u00f6k\u20ac"}, "outside Latin-1", id="token-non-latin-1"),
 ]
+#: Secrets typed into the connections above; no message may show them.
+CONNECTION_SECRETS = ("pa55w0rd", "tok3n-in-user", "s3cret")
 
 
 @pytest.mark.parametrize(("conn", "phrase"), CONNECTION_CASES)
@@ -165,13 +202,19 @@ def test_bad_connection_rejected_before_any_request(
     sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any], phrase: str
 ) -> None:
     fields = {"conn_type": "shortint", "host": sandbox.url, **conn}
+    fields["host"] = fields["host"].replace("{netloc}", sandbox.url.split("://")[1])
     monkeypatch.setenv("AIRFLOW_CONN_SHORTINT_BAD", json.dumps(fields))
     hook = ShortInterestHook(shortint_conn_id="shortint_bad")
-    with pytest.raises(InvalidParameterError, match=_phrase(phrase)):
+    with pytest.raises(InvalidParameterError, match=_phrase(phrase)) as caught:
         hook.get_latest("HK.00700")
     ok, message = hook.test_connection()
     assert not ok and phrase.split("'")[0] in message
-    assert sandbox.stats()["requests"] == 0
+    assert sandbox.stats()["requests"] == 0 and hook.requests_made == 0
+    err = caught.value
+    texts = [str(err), repr(err), message, repr(pickle.loads(pickle.dumps(err)))]
+    texts.append("".join(traceback.format_exception(err)))
+    assert not any(secret in text for secret in CONNECTION_SECRETS for text in texts)
+    assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
 
 
 OPERATOR_CASES: list[Any] = [

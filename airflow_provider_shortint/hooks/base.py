@@ -16,9 +16,16 @@ from airflow.sdk import BaseHook
 from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.markets import market_of
 from airflow_provider_shortint.paginate import NextKeyPaginator, RawPage, is_last, paginate
-from airflow_provider_shortint.records import ShortInterestPage, concat_tables, items_to_table, parse_items
+from airflow_provider_shortint.records import (
+    RepeatedDateGuard,
+    ShortInterestPage,
+    concat_tables,
+    drop_repeated_dates,
+    items_to_table,
+    parse_items,
+)
 from airflow_provider_shortint.symbols import normalize_symbol
-from airflow_provider_shortint.text import clip
+from airflow_provider_shortint.text import shown
 from airflow_provider_shortint.validation import to_date, validate_count
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ class ShortInterestBaseHook(BaseHook):
 
     #: Largest page the transport accepts (REST 90, OpenD 50); page sizes outside 1..max_count raise.
     max_count: ClassVar[int]
+    #: Requests sent so far by this hook (every attempt counts); the operator reports it.
+    requests_made: int = 0
 
     def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
         """One page for validated arguments, items in the REST item shape (DESIGN §2), retried and
@@ -49,12 +58,17 @@ class ShortInterestBaseHook(BaseHook):
     # -- public API (DESIGN.md §5) ---------------------------------------------------------------------
 
     def get_page(self, symbol: str, count: int = 30, next_key: str | None = None) -> ShortInterestPage:
-        """One page, newest first. ``next_key`` of the result is None on the last page."""
+        """One page, newest first. ``next_key`` of the result is None on the last page.
+
+        :param symbol: e.g. "HK.00700" or "us.aapl" (normalised; malformed or other markets raise first).
+        :param count: items on the page, 1..``max_count``.
+        :param next_key: the ``next_key`` of the previous page, or None for the newest page.
+        """
         symbol = normalize_symbol(symbol)
         count = validate_count(count, "count", self.max_count)
         if next_key is not None and (not isinstance(next_key, str) or is_last(next_key)):
             raise InvalidParameterError(
-                f"next_key must be a key returned by a previous page, got {clip(repr(next_key), 80)} "
+                f"next_key must be a key returned by a previous page, got {shown(next_key)} "
                 "(that value marks the last page)"
             )
         raw = self.fetch_raw_page(symbol, count, next_key)
@@ -69,16 +83,23 @@ class ShortInterestBaseHook(BaseHook):
     ) -> Iterator[ShortInterestPage]:
         """Pages newest first until the last one, or until a page reaches trade dates <= ``stop_after``.
 
-        ``page_size`` defaults to the transport's largest page. ``first_page_size`` lets a caller that
-        knows the expected gap ask for less on the first request. Raises ``ShortInterestResponseError``
-        if the server hands out the same key twice or more pages than a history can hold.
+        :param symbol: the security, as for :meth:`get_page`.
+        :param page_size: items per request, 1..``max_count`` (default ``max_count``).
+        :param stop_after: a date or ISO string; no page is fetched after one that reaches it.
+        :param first_page_size: a smaller first request, for a caller that knows the expected gap.
+
+        Raises ``ShortInterestResponseError`` if the server hands out the same key twice, more pages than
+        a history can hold, or one trade date twice with different values (the same values twice: the
+        later copy is dropped).
         """
         symbol = normalize_symbol(symbol)
         market = market_of(symbol)
+        guard = RepeatedDateGuard(symbol)
 
         def to_page(raw: RawPage) -> tuple[ShortInterestPage, dt.date | None]:
-            page = ShortInterestPage(symbol, market, parse_items(symbol, raw.items), raw.next_key)
-            return page, page.oldest_date
+            rows = parse_items(symbol, raw.items)
+            oldest = min((row["trade_date"] for row in rows), default=None)
+            return ShortInterestPage(symbol, market, guard.filter(rows), raw.next_key), oldest
 
         paginator = self._paginator(symbol, page_size, to_date(stop_after, "stop_after"), first_page_size)
         yield from paginate(paginator, self._fetcher(symbol), to_page)
@@ -92,8 +113,14 @@ class ShortInterestBaseHook(BaseHook):
     ) -> pa.Table:
         """All rows with ``trade_date > since`` (everything if None) as a table in the lake schema.
 
+        :param symbol: the security, as for :meth:`get_page`.
+        :param since: a date or ISO string; only newer rows are returned, and paging stops there.
+        :param page_size: items per request (default ``max_count``).
+        :param first_page_size: a smaller first request (see :meth:`iter_pages`).
+
         Pages stop as soon as one reaches ``since``; ``first_page_size`` sizes the first request to the
-        expected gap. Items go straight to Arrow (see ``records.items_to_table``).
+        expected gap. Items go straight to Arrow (see ``records.items_to_table``). One row per trade date
+        (as :meth:`iter_pages`: a repeat with the same values is dropped, with other values raises).
         """
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -110,7 +137,9 @@ class ShortInterestBaseHook(BaseHook):
             return table, oldest
 
         paginator = self._paginator(symbol, page_size, bound, first_page_size)
-        return concat_tables(paginate(paginator, self._fetcher(symbol), to_table))
+        return drop_repeated_dates(
+            symbol, concat_tables(paginate(paginator, self._fetcher(symbol), to_table))
+        )
 
     def get_latest(self, symbol: str) -> dict[str, Any] | None:
         """The newest record of ``symbol`` (one request, count=1), or None if it has none."""

@@ -1,0 +1,361 @@
+"""The REST hook against a hostile server (tests/_fixtures_hostile.py) and against misconfiguration.
+
+Each case asserts what the provider did — the exception class and message, the number of requests or
+connections the server saw, the bytes it managed to send, the peak of Python allocations — never how
+long it took (the machine is noisy); times are measured in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import pickle
+import socket
+import traceback
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_shortint.exceptions import (
+    InvalidSymbolError,
+    RejectedSymbolsError,
+    ShortInterestConnectionError,
+    ShortInterestError,
+    ShortInterestResponseError,
+    ShortInterestServerError,
+)
+from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+from airflow_provider_shortint.records import midnight_ms
+from airflow_provider_shortint.transport_http import MAX_RESPONSE_BYTES
+from tests._fixtures_hostile import HostileServer, Request, chunked, envelope, gzip_bomb, head, respond
+
+HookFactory = Callable[..., ShortInterestHook]
+_ids = iter(range(1_000_000))
+
+
+@pytest.fixture
+def hook_on(use_conn: Callable[..., str]) -> HookFactory:
+    """A hook on ``url`` with the test connection's fast retries; extras may be overridden."""
+
+    def build(url: str, **extra: Any) -> ShortInterestHook:
+        password = extra.pop("password", None)
+        conn_id = use_conn(url, conn_id=f"hostile_{next(_ids)}", password=password, **extra)
+        return ShortInterestHook(shortint_conn_id=conn_id)
+
+    return build
+
+
+def item(symbol: str, day: dt.date) -> dict[str, Any]:
+    zone = "Asia/Hong_Kong" if symbol.startswith("HK.") else "America/New_York"
+    return {"timestamp": midnight_ms(zone, day), "timestamp_str": day.isoformat(), "close_price": 1.5}
+
+
+# -- every wait bounded: a total deadline per response ----------------------------------------------------
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+def test_drip_fed_response_is_cut_at_the_deadline(
+    hostile: HostileServer, hook_on: HookFactory, part: str
+) -> None:
+    """One byte every 50 ms never trips a per-read timeout of 1 s; the 1-s deadline cuts it anyway."""
+    body = envelope([item("HK.00700", dt.date(2026, 5, 15))]).ljust(1000)
+    pad = {"X-Pad": "a" * 1000}
+
+    def drip(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        if part == "headers":
+            server.write(conn, head(200, pad, len(body)), drip=0.05)
+        else:
+            server.write(conn, head(200, None, len(body)))
+            server.write(conn, body, drip=0.05)
+
+    hostile.behave(drip)
+    hook = hook_on(hostile.url, timeout=1, max_retries=0)
+    with pytest.raises(ShortInterestServerError, match=r"no answer from .* within 1 s") as caught:
+        hook.get_page("HK.00700", count=1)
+    assert caught.value.error_code == "timeout" and hook.requests_made == 1
+    hostile.settle()
+    dripped = hostile.sent[-1]
+    # 1 s / 50 ms = 20 bytes, and a few more before the server notices the client left; never the 1000+.
+    assert 0 < dripped < 100, dripped
+
+
+def test_deadline_allows_a_slow_but_complete_answer(hostile: HostileServer, hook_on: HookFactory) -> None:
+    """A drip that ends before the deadline is read whole (the deadline is not a per-read timeout)."""
+    body = envelope([item("HK.00700", dt.date(2026, 5, 15))])
+
+    def slow(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        server.write(conn, head(200, None, len(body)))
+        server.write(conn, body[:20], drip=0.01)
+        server.write(conn, body[20:])
+
+    hostile.behave(slow)
+    page = hook_on(hostile.url, timeout=30, max_retries=0).get_page("HK.00700", count=1)
+    assert page.items[0]["trade_date"] == dt.date(2026, 5, 15)
+
+
+# -- every byte bounded: the cap holds after decompression --------------------------------------------------
+
+
+def failure_and_peak(call: Callable[[], object], pattern: str) -> tuple[ShortInterestError, int]:
+    """The ShortInterestResponseError ``call`` raises, and the peak of Python allocations meanwhile."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ShortInterestResponseError, match=pattern) as caught:
+            call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return caught.value, peak
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return gzip_bomb(256 * 1024 * 1024)  # 256 MiB of zeros, a few hundred KB on the wire
+
+
+def test_gzip_bomb_stops_at_the_cap(hostile: HostileServer, hook_on: HookFactory, bomb: bytes) -> None:
+    hostile.behave(respond(200, bomb, {"Content-Encoding": "gzip, gzip"}))
+    hook = hook_on(hostile.url, max_retries=3)
+    hook.get_conn()  # the session exists before measuring
+    error, peak = failure_and_peak(lambda: hook.get_page("HK.00700", count=5), "inflates to more than")
+    assert len(bomb) < MAX_RESPONSE_BYTES < 256 * 1024 * 1024
+    assert peak < 4 * MAX_RESPONSE_BYTES, f"peak {peak:,} bytes"
+    assert len(hostile.requests) == 1 and hook.requests_made == 1  # a malformed answer is not retried
+    assert "limit is 2,097,152 bytes" in error.message
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_page_of_a_million_items(hostile: HostileServer, hook_on: HookFactory, framing: str) -> None:
+    body = json.dumps({"ret_code": 0, "data": {"items": [{}] * 1_000_000, "next_key": "-1"}}).encode()
+    hostile.behave(chunked(200, body) if framing == "chunked" else respond(200, body))
+    hook = hook_on(hostile.url)
+    error, peak = failure_and_peak(lambda: hook.get_page("HK.00700", count=30), "response too large")
+    assert peak < 4 * MAX_RESPONSE_BYTES, f"peak {peak:,} bytes"
+    expected = "announces" if framing == "content-length" else "more than 2,097,152 bytes arrived"
+    assert expected in error.message and hook.requests_made == 1
+
+
+def test_more_items_than_asked_for(hostile: HostileServer, hook_on: HookFactory) -> None:
+    days = [dt.date(2026, 5, 15) - dt.timedelta(days=7 * n) for n in range(6)]
+    hostile.behave(respond(200, envelope([item("HK.00700", day) for day in days])))
+    with pytest.raises(ShortInterestResponseError, match=r"sent 6 items for count=5"):
+        hook_on(hostile.url).get_page("HK.00700", count=5)
+
+
+# -- every page loop bounded -------------------------------------------------------------------------------
+
+
+def endless(symbol: str) -> Callable[[socket.socket, Request, HostileServer], None]:
+    """A fresh key and an ever older record on every page, for ever."""
+
+    def behaviour(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        n = len(server.requests)
+        day = dt.date(2026, 5, 15) - dt.timedelta(days=n)
+        server.write(conn, head(200, None, None) + envelope([item(symbol, day)], next_key=f"key-{n}"))
+
+    return behaviour
+
+
+@pytest.mark.parametrize(("symbol", "bound"), [("HK.00700", 60), ("US.AAPL", 31)])
+def test_endless_next_keys_stop_at_the_history_bound(
+    hostile: HostileServer, hook_on: HookFactory, symbol: str, bound: int
+) -> None:
+    """New keys for ever (not a cycle): paging stops after the most pages a history can take."""
+    hostile.behave(endless(symbol))
+    hook = hook_on(hostile.url)
+    with pytest.raises(ShortInterestResponseError, match=rf"still had a next page after {bound} pages"):
+        list(hook.iter_pages(symbol, page_size=90))
+    assert len(hostile.requests) == bound == hook.max_pages(symbol, 90)
+    with pytest.raises(ShortInterestResponseError, match="more than the history of one security"):
+        hook.get_history(symbol, since="1900-01-01", page_size=90)
+    assert len(hostile.requests) == 2 * bound
+
+
+def test_repeated_trade_date_across_pages(hostile: HostileServer, hook_on: HookFactory) -> None:
+    """Overlapping pages with the same values are merged; with different values the hook refuses them."""
+    first, second = dt.date(2026, 5, 15), dt.date(2026, 5, 8)
+    changed = {**item("HK.00700", second), "close_price": 9.0}
+    mode = {"name": "overlap"}
+    pages = {
+        None: envelope([item("HK.00700", first), item("HK.00700", second)], "k1"),
+        "k1": envelope([item("HK.00700", second), item("HK.00700", dt.date(2026, 4, 30))], "-1"),
+        "k2": envelope([changed], "-1"),
+    }
+
+    def behaviour(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        key = request.target.partition("next_key=")[2] or None
+        body = pages["k2" if mode["name"] == "conflict" and key == "k1" else key]
+        server.write(conn, head(200, None, len(body)) + body)
+
+    hostile.behave(behaviour)
+    hook = hook_on(hostile.url)
+    dates = hook.get_history("HK.00700", page_size=2).column("trade_date").to_pylist()
+    assert dates == [first, second, dt.date(2026, 4, 30)]
+    pages_seen = list(hook.iter_pages("HK.00700", page_size=2))
+    assert [len(p.items) for p in pages_seen] == [2, 1]
+    mode["name"] = "conflict"
+    for call in (
+        lambda: hook.get_history("HK.00700", page_size=2),
+        lambda: list(hook.iter_pages("HK.00700", 2)),
+    ):
+        with pytest.raises(
+            ShortInterestResponseError, match=r"2026-05-08 came twice .*close_price 1\.5 vs 9\.0"
+        ):
+            call()
+
+
+# -- no secret in any text --------------------------------------------------------------------------------
+
+TOKEN = "tok-ECHOED-0123456789abcdef"
+
+
+def echo(status: int, template: str) -> Callable[[socket.socket, Request, HostileServer], None]:
+    """Answers with the request's Authorization header (the token) pasted into ``template``."""
+
+    def behaviour(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        body = template.replace("AUTH", request.headers.get("authorization", "")).encode()
+        server.write(
+            conn, head(status, {"X-Echo": request.headers.get("authorization", "")}, len(body)) + body
+        )
+
+    return behaviour
+
+
+def texts_of(err: BaseException) -> str:
+    parts = [str(err), repr(err), getattr(err, "message", ""), "".join(traceback.format_exception(err))]
+    parts += [repr(pickle.loads(pickle.dumps(err))), repr(vars(err))]
+    return "\n".join(parts)
+
+
+def test_echoed_token_is_masked_everywhere(
+    hostile: HostileServer, hook_on: HookFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    hook = hook_on(hostile.url, password=TOKEN, max_retries=1)
+    seen: list[str] = []
+    cases: list[tuple[type[ShortInterestError], str, int, str]] = [
+        (
+            InvalidSymbolError,
+            "HK.00700",
+            200,
+            '{"ret_code": -7, "error": {"code": "AUTH", "message": "bad AUTH"}}',
+        ),
+        (ShortInterestServerError, "HK.00700", 200, '{"ret_code": -5, "ret_msg": "busy for AUTH"}'),
+        (ShortInterestServerError, "HK.00700", 503, "<html>AUTH is overloaded</html>"),
+        (ShortInterestResponseError, "HK.00700", 200, '{"ret_code": 77, "ret_msg": "AUTH"}'),
+        (ShortInterestResponseError, "HK.00700", 404, "no route for AUTH"),
+        (
+            ShortInterestResponseError,
+            "HK.00700",
+            200,
+            '{"ret_code": 0, "data": {"items": [{"timestamp_str": "AUTH"}]}}',
+        ),
+        (
+            ShortInterestResponseError,
+            "HK.00700",
+            200,
+            '{"ret_code": 0, "data": {"items": [], "next_key": "next-AUTH"}}',
+        ),
+    ]
+    for error, symbol, status, template in cases:
+        hostile.behave(echo(status, template))
+        with pytest.raises(error) as caught:
+            hook.get_page(symbol, count=5)
+        seen.append(texts_of(caught.value))
+    ok, message = hook.test_connection()
+    assert not ok
+    seen.append(message)
+    assert all(request.headers["authorization"] == f"Bearer {TOKEN}" for request in hostile.requests)
+
+    from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
+
+    hostile.behave(echo(200, '{"ret_code": -7, "error": {"code": "invalid_symbol", "message": "no AUTH"}}'))
+    op = ShortInterestToParquetOperator(
+        task_id="echo",
+        symbols="HK.00700",
+        lake_path=str(tmp_path / "lake"),
+        shortint_conn_id=hook.shortint_conn_id,
+    )
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    with pytest.raises(RejectedSymbolsError) as rejected:
+        op.execute({"outlet_events": OutletEventAccessors()})  # type: ignore[arg-type]
+    seen.append(texts_of(rejected.value) + repr(rejected.value.failures))
+    everything = "\n".join(seen) + caplog.text
+    assert "bad Bearer ***" in everything and "next-Bearer ***" not in everything
+    assert TOKEN not in everything and TOKEN[4:] not in everything
+
+
+# -- misconfiguration fails fast, with its cause ----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_refused_port_with_default_settings_fails_within_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default extras (5 retries, backoff 1 s): a refused port gets 2 attempts and one wait of <= 1 s."""
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_CONN_REFUSED_DEFAULTS", json.dumps({"conn_type": "shortint", "host": url}))
+    slept: list[float] = []
+    hook = ShortInterestHook(shortint_conn_id="refused_defaults", sleep=slept.append)
+    with pytest.raises(
+        ShortInterestServerError, match=r"refused \(nothing listens on 127\.0\.0\.1:\d+"
+    ) as caught:
+        hook.get_latest("HK.00700")
+    assert caught.value.error_code == "connection_refused"
+    assert hook.requests_made == 2 and len(slept) == 1 and slept[0] <= 1.0
+    ok, message = hook.test_connection()
+    assert not ok and "refused" in message and hook.requests_made == 3 and len(slept) == 1  # no retry
+
+
+@pytest.mark.parametrize(
+    ("case", "pattern", "error_code"),
+    [
+        ("unresolvable", r"cannot resolve the host .*name not resolved", "name_not_resolved"),
+        (
+            "http-on-https",
+            r"TLS handshake with 127\.0\.0\.1:\d+ failed: the server answered in plain HTTP",
+            "tls_handshake_failed",
+        ),
+        ("untrusted-cert", r"TLS certificate of 127\.0\.0\.1:\d+ not trusted", "tls_handshake_failed"),
+    ],
+)
+def test_misconfiguration_is_not_retried(
+    hostile: HostileServer,
+    hostile_tls: HostileServer,
+    hook_on: HookFactory,
+    case: str,
+    pattern: str,
+    error_code: str,
+) -> None:
+    hostile.behave(respond(200, envelope([])))
+    hostile_tls.behave(respond(200, envelope([])))
+    url = {
+        "unresolvable": "http://no-such-host.invalid",
+        "http-on-https": hostile.url.replace("http://", "https://"),
+        "untrusted-cert": hostile_tls.url,
+    }[case]
+    hook = hook_on(url, max_retries=5, password=TOKEN)
+    with pytest.raises(ShortInterestConnectionError, match=pattern) as caught:
+        hook.get_latest("HK.00700")
+    assert caught.value.error_code == error_code and hook.requests_made == 1
+    ok, message = hook.test_connection()
+    assert not ok and "ShortInterestConnectionError" in message and hook.requests_made == 2
+    assert TOKEN not in texts_of(caught.value) + message
+    server = hostile if case == "http-on-https" else hostile_tls
+    assert server.connections == (2 if case != "unresolvable" else 0)
+    assert hostile.requests == [] and hostile_tls.requests == []  # no request ever got through
+
+
+def test_tls_works_when_verification_is_off(hostile_tls: HostileServer, hook_on: HookFactory) -> None:
+    """The deadline adapter serves https too: the self-signed server answers once verify_ssl is false."""
+    hostile_tls.behave(respond(200, envelope([item("HK.00700", dt.date(2026, 5, 15))])))
+    page = hook_on(hostile_tls.url, verify_ssl=False).get_page("HK.00700", count=1)
+    assert page.items[0]["trade_date"] == dt.date(2026, 5, 15) and len(hostile_tls.requests) == 1
