@@ -21,6 +21,7 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.markets import MARKETS, market_of
 from airflow_provider_shortint.symbols import parse_symbols
+from airflow_provider_shortint.text import shown
 from airflow_provider_shortint.validation import MAX_COUNT, is_template, positive_int, to_date, validate_count
 
 if TYPE_CHECKING:
@@ -328,7 +329,6 @@ def _literal_list(value: object) -> object:
         try:
             parsed = ast.literal_eval(value.strip())
         except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-            shown = value if len(value) <= 80 else value[:77] + "..."
-            raise InvalidParameterError(f"symbols {shown!r} looks like a list but is not one") from None
+            raise InvalidParameterError(f"symbols {shown(value)} looks like a list but is not one") from None
         return parsed
     return value

@@ -11,7 +11,7 @@ import threading
 from datetime import date
 from types import FrameType
 
-from airflow_provider_shortint.sandbox.config import END_MARKERS, SandboxConfig
+from airflow_provider_shortint.sandbox.config import END_MARKER_MODES, SandboxConfig
 from airflow_provider_shortint.sandbox.server import SandboxServer
 
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-seconds", type=float, default=d.delay_seconds, help="length of a delay")
     p.add_argument("--malformed-rate", type=_rate, default=0.0, help="share of truncated transfers")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the fault draws")
-    p.add_argument("--end-marker", choices=END_MARKERS, default=d.end_marker, help="last-page next_key")
+    p.add_argument("--end-marker", choices=END_MARKER_MODES, default=d.end_marker, help="last-page next_key")
     p.add_argument("--today", type=date.fromisoformat, default=d.today, help="published-through date")
     p.add_argument(
         "--token",

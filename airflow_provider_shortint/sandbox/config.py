@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from airflow_provider_shortint.sandbox import data
 
-END_MARKERS: Final = ("-1", "absent", "empty")
+END_MARKER_MODES: Final = ("-1", "absent", "empty")
 FAULT_KINDS: Final = ("internal_error", "http5xx", "http429", "delay", "malformed")
 
 
@@ -50,8 +50,8 @@ class SandboxConfig:
             raise ValueError(f"rate_limit_calls must be >= 0 (0 disables), got {self.rate_limit_calls}")
         if not self.rate_limit_period > 0:
             raise ValueError(f"rate_limit_period must be > 0, got {self.rate_limit_period}")
-        if self.end_marker not in END_MARKERS:
-            raise ValueError(f"end_marker must be one of {END_MARKERS}, got {self.end_marker!r}")
+        if self.end_marker not in END_MARKER_MODES:
+            raise ValueError(f"end_marker must be one of {END_MARKER_MODES}, got {self.end_marker!r}")
         if not self.delay_seconds >= 0:
             raise ValueError(f"delay_seconds must be >= 0, got {self.delay_seconds}")
         if not self.socket_timeout > 0:

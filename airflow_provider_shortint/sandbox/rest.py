@@ -15,12 +15,12 @@ from urllib.parse import parse_qs, unquote
 from airflow_provider_shortint.sandbox import contract, control
 from airflow_provider_shortint.sandbox.config import SandboxConfig
 from airflow_provider_shortint.sandbox.http_server import Reply, api_error, gateway_error, json_reply
+from airflow_provider_shortint.validation import MAX_COUNT
 
 if TYPE_CHECKING:
     from airflow_provider_shortint.sandbox.server import SandboxServer
 
 DEFAULT_COUNT: Final = 30
-MAX_COUNT: Final = 90
 API_PREFIX: Final = "/v1/quote/"
 API_SUFFIX: Final = "/short-selling/short-interest"
 _COUNT_RE: Final = re.compile(r"[0-9]{1,6}")

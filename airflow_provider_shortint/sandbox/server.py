@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_shortint.sandbox import contract, data
 from airflow_provider_shortint.sandbox.budget import Budget
 from airflow_provider_shortint.sandbox.config import (
-    END_MARKERS,
+    END_MARKER_MODES,
     FAULT_KINDS,
     LIVE_FIELDS,
     SandboxConfig,
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from airflow_provider_shortint.sandbox.opend import OpenDServer
 
 __all__ = [
-    "END_MARKERS",
+    "END_MARKER_MODES",
     "FAULT_KINDS",
     "SPECIAL_SYMBOLS",
     "SandboxConfig",
