@@ -229,9 +229,16 @@ def fmt_s(seconds: float) -> str:
 def run_operator(
     conn_id: str, lake_path: str, symbols: list[str], mode: str, page_size: int = 90
 ) -> dict[str, Any]:
-    """``ShortInterestToParquetOperator._run`` (what ``execute`` does after validation) on a local lake."""
-    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
-    from airflow_provider_shortint.lake import open_lake
+    """``ShortInterestToParquetOperator.execute`` on a local lake, outside a DAG run; its summary dict.
+
+    The hook is the one ``conn_id``'s type registers (REST or OpenD), opened and closed by the operator.
+    ``hook_requests`` is the summary's ``requests`` (the hook's own count), which benchmarks compare
+    with the server's count.
+    """
+    import contextvars
+
+    from airflow.sdk.bases.operator import ExecutorSafeguard
+
     from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 
     operator = ShortInterestToParquetOperator(
@@ -241,11 +248,12 @@ def run_operator(
         mode=mode,
         page_size=page_size,
         shortint_conn_id=conn_id,
+        outlets=[],  # no asset events outside a DAG run
     )
-    hook = ShortInterestHook(shortint_conn_id=conn_id)
-    try:
-        summary: dict[str, Any] = operator._run(hook, open_lake(lake_path), symbols, None)
-    finally:
-        hook.close()
-    summary["hook_requests"] = hook.requests_made
+    # As Airflow's task runner does: mark the operator as the one running, so `execute` does not log
+    # "cannot be called outside of the Task Runner!" into the result tables; the copy keeps it local.
+    ctx = contextvars.copy_context()
+    ctx.run(ExecutorSafeguard.tracker.set, operator)
+    summary: dict[str, Any] = ctx.run(operator.execute, context={})
+    summary["hook_requests"] = summary["requests"]
     return summary

@@ -1,10 +1,13 @@
-"""`make demo`: backfill -> new trading date -> daily -> report, on the local sandbox, with no configuration.
+"""`make demo`: backfill -> new trading date -> daily -> report over REST, then the daily DAG again over
+OpenD into the same lake, all on the local sandbox, with no configuration.
 
 Everything lives under ./.demo (AIRFLOW_HOME with a SQLite DB, the lake, the reports, the shared
 rate-limit state); the DAGs are the repository's ./dags. Each step is a real `airflow dags test` run
-in a subprocess. The sandbox is started on a free loopback port and stopped on exit, failures included.
+in a subprocess. The sandbox serves both doors (REST, and the OpenD protocol the futu-api SDK speaks)
+on free loopback ports and is stopped on exit, failures included. The last step swaps the DAGs'
+connection `shortint_default` for a `futu_opend` one; without futu-api (`[futu]`) it is skipped.
 
-    .venv/bin/python scripts/demo.py [--rate-limit-period 3] [--chunk-size 5]
+    .venv/bin/python scripts/demo.py [--rate-limit-period 3] [--chunk-size 5] [--rest-only]
 
 By default the sandbox's 30-requests-per-30-s limit is time-scaled to 30 per 3 s (and the connection's
 client-side budget with it) so the demo takes a minute or two; `--rate-limit-period 30` runs it at the
@@ -14,6 +17,7 @@ real API's pace.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -27,28 +31,43 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-REPO = Path(__file__).resolve().parents[1]
+from demo_lake import (
+    REPO,
+    StepFailed,
+    added,
+    describe,
+    lake_summary,
+    newest_report,
+    print_summary,
+    rel,
+    rows_on,
+)
+
 DEMO = REPO / ".demo"
 LAKE = DEMO / "lake"
 REPORTS = DEMO / "reports"
 STEP_LOGS = DEMO / "step-logs"
 VENV_BIN = Path(sys.executable).parent
 READY_PREFIX = "shortint sandbox listening on "
+OPEND_READY_PREFIX = "shortint sandbox OpenD listening on "
 STEP_TIMEOUT = 900.0
-
-
-class StepFailed(Exception):
-    """A demo step failed; its output tail has been printed."""
+MARKETS = ("HK", "US")
+#: Both connections name one budget: the REST and the OpenD door of one account (DESIGN §9).
+BUDGET_KEY = "shortint-demo-account"
 
 
 class Demo:
-    def __init__(self, period: float, chunk_size: int) -> None:
+    def __init__(self, period: float, chunk_size: int, opend: bool) -> None:
         self.period = period
         self.chunk_size = chunk_size
+        self.opend = opend
         self.started = time.monotonic()
         self.sandbox: subprocess.Popen[str] | None = None
         self.sandbox_log: IO[str] = io.StringIO()
+        self.reader = threading.Thread()
+        self.ready_lines: list[str] = []
         self.url = ""
+        self.opend_port = 0
         self.env: dict[str, str] = {}
 
     # -- output ---------------------------------------------------------------------------------------
@@ -56,26 +75,28 @@ class Demo:
     def say(self, text: str) -> None:
         print(f"[demo {time.monotonic() - self.started:6.1f}s] {text}", flush=True)
 
-    def run(self, name: str, args: Sequence[str], timeout: float = STEP_TIMEOUT) -> str:
-        """Run a command of this venv in the demo environment; on failure print its tail and stop."""
+    def run(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> str:
+        """Run a command of this venv in the demo environment (or ``env``); on failure print its tail
+        and stop."""
         STEP_LOGS.mkdir(parents=True, exist_ok=True)
         log = STEP_LOGS / f"{name}.log"
         began = time.monotonic()
+        timeout = STEP_TIMEOUT
         try:
             result = subprocess.run(
-                list(args), env=self.env, cwd=DEMO, capture_output=True, text=True, timeout=timeout
+                list(args), env=env or self.env, cwd=DEMO, capture_output=True, text=True, timeout=timeout
             )
         except subprocess.TimeoutExpired as err:
             output = _text(err.stdout) + _text(err.stderr)
             log.write_text(output)
             self._tail(output)
-            raise StepFailed(f"{name}: timed out after {timeout:.0f} s (log: {_rel(log)})") from None
+            raise StepFailed(f"{name}: timed out after {timeout:.0f} s (log: {rel(log)})") from None
         output = result.stdout + result.stderr
         log.write_text(output)
         if result.returncode != 0:
             self._tail(output)
-            raise StepFailed(f"{name}: exit code {result.returncode} (log: {_rel(log)})")
-        self.say(f"  done in {time.monotonic() - began:.1f} s (log: {_rel(log)})")
+            raise StepFailed(f"{name}: exit code {result.returncode} (log: {rel(log)})")
+        self.say(f"  done in {time.monotonic() - began:.1f} s (log: {rel(log)})")
         return output
 
     @staticmethod
@@ -87,37 +108,42 @@ class Demo:
     # -- sandbox --------------------------------------------------------------------------------------
 
     def start_sandbox(self) -> None:
+        """Start both doors of one sandbox (one set of histories, one publish clock, one budget); its
+        "listening" lines are read in the background (loading futu-api takes a few seconds)."""
         DEMO.mkdir(exist_ok=True)
         self.sandbox_log = (DEMO / "sandbox.log").open("w")
+        command = [sys.executable, "-m", "airflow_provider_shortint.sandbox", "--port", "0"]
+        command += ["--opend-port", "0"] if self.opend else []
+        command += ["--rate-limit-calls", "30", "--rate-limit-period", str(self.period)]
         self.sandbox = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_shortint.sandbox",
-                "--port",
-                "0",
-                "--rate-limit-calls",
-                "30",
-                "--rate-limit-period",
-                str(self.period),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self.sandbox_log,
-            text=True,
-            cwd=REPO,
+            command, stdout=subprocess.PIPE, stderr=self.sandbox_log, text=True, cwd=REPO
         )
         stdout = self.sandbox.stdout
         assert stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(30)
-        text = line[0].strip() if line else ""
-        if not text.startswith(READY_PREFIX):
+        wanted = 2 if self.opend else 1
+
+        def read() -> None:
+            while len(self.ready_lines) < wanted and (line := stdout.readline()):
+                self.ready_lines.append(line.strip())
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+
+    def wait_sandbox(self, timeout: float = 60.0) -> None:
+        """The sandbox's URL and OpenD port from its "listening" lines, or a failure with its log."""
+        self.reader.join(timeout)
+        lines = list(self.ready_lines)
+        ready = (READY_PREFIX, OPEND_READY_PREFIX)[: 2 if self.opend else 1]
+        if len(lines) < len(ready) or not all(
+            line.startswith(p) for line, p in zip(lines, ready, strict=False)
+        ):
             self.sandbox_log.flush()
             error = (DEMO / "sandbox.log").read_text()[-2000:]
-            raise StepFailed(f"the sandbox did not start: {text or 'no output in 30 s'} {error}".strip())
-        self.url = text.split()[-1]
+            shown = " / ".join(lines) or f"no output in {timeout:.0f} s"
+            raise StepFailed(f"the sandbox did not start: {shown} {error}".strip())
+        self.url = lines[0].split()[-1]
+        if self.opend:
+            self.opend_port = int(lines[1].rpartition(":")[2])
 
     def stop_sandbox(self) -> None:
         process = self.sandbox
@@ -139,22 +165,32 @@ class Demo:
         with urllib.request.urlopen(request, timeout=10) as response:
             return str(json.load(response)["trade_date"])
 
+    def served(self) -> dict[str, int]:
+        """Requests the sandbox answered so far, per door ("rest", "opend")."""
+        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=10) as response:
+            return {k: int(v) for k, v in json.load(response).get("by_transport", {}).items()}
+
+    def connection(self, conn_type: str) -> str:
+        """AIRFLOW_CONN_SHORTINT_DEFAULT for one door; the same budget extras for both."""
+        extra = {
+            "rate_limit_calls": 30,
+            "rate_limit_period": self.period,
+            "rate_limit_state_dir": str(DEMO / "ratelimit"),
+            "rate_limit_key": BUDGET_KEY,
+            "max_retries": 5,
+        }
+        if conn_type == "futu_opend":
+            door = {"host": "127.0.0.1", "port": self.opend_port}
+        else:
+            door = {"host": self.url}
+        return json.dumps({"conn_type": conn_type, **door, "extra": extra})
+
     # -- the demo -------------------------------------------------------------------------------------
 
     def setup(self) -> None:
         for folder in (LAKE, REPORTS, DEMO / "ratelimit"):
             shutil.rmtree(folder, ignore_errors=True)
         DEMO.mkdir(exist_ok=True)
-        connection = {
-            "conn_type": "shortint",
-            "host": self.url,
-            "extra": {
-                "rate_limit_calls": 30,
-                "rate_limit_period": self.period,
-                "rate_limit_state_dir": str(DEMO / "ratelimit"),
-                "max_retries": 5,
-            },
-        }
         self.env = {
             # Whatever Airflow settings the caller's shell has, the demo uses only its own.
             **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
@@ -163,7 +199,6 @@ class Demo:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW_CONN_SHORTINT_DEFAULT": json.dumps(connection),
             "SHORTINT_LAKE_PATH": str(LAKE),
             "SHORTINT_REPORT_DIR": str(REPORTS),
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -171,18 +206,11 @@ class Demo:
 
     def main(self) -> None:
         airflow = str(VENV_BIN / "airflow")
+        steps = 4 if self.opend else 3
         self.say(f"starting the sandbox (rate limit 30 requests / {self.period:g} s)")
         self.start_sandbox()
-        if self.period != 30:
-            self.say(
-                f"sandbox at {self.url}; its limit is time-scaled to 30 / {self.period:g} s and so is the "
-                "connection's budget (production: 30 / 30 s; --rate-limit-period 30 for the real pace)"
-            )
-        else:
-            self.say(f"sandbox at {self.url}, limit 30 requests / 30 s")
         self.setup()
-        self.say(f"AIRFLOW_HOME={_rel(DEMO)}  DAGs={_rel(REPO / 'dags')}  lake={_rel(LAKE)}")
-
+        self.say(f"AIRFLOW_HOME={rel(DEMO)}  DAGs={rel(REPO / 'dags')}  lake={rel(LAKE)}")
         marker = DEMO / ".migrated"
         if marker.exists():
             self.say("metadata DB: already migrated")
@@ -195,118 +223,83 @@ class Demo:
             "pool",
             [airflow, "pools", "set", "shortint_api", "4", "shortint API: tasks sharing the 30/30 s budget"],
         )
+        self.wait_sandbox()
+        self.env["AIRFLOW_CONN_SHORTINT_DEFAULT"] = self.connection("shortint")
+        doors = f"REST {self.url}" + (f", OpenD 127.0.0.1:{self.opend_port}" if self.opend else "")
+        if self.period != 30:
+            self.say(
+                f"sandbox at {doors}; its limit is time-scaled to 30 / {self.period:g} s and so is the "
+                "connection's budget (production: 30 / 30 s; --rate-limit-period 30 for the real pace)"
+            )
+        else:
+            self.say(f"sandbox at {doors}, limit 30 requests / 30 s")
 
-        self.say(f"[1/3] shortint_backfill: full history of 20 symbols, chunks of {self.chunk_size}")
-        self.run(
-            "shortint_backfill",
-            [
-                airflow,
-                "dags",
-                "test",
-                "shortint_backfill",
-                "--conf",
-                json.dumps({"chunk_size": self.chunk_size}),
-            ],
+        self.say(
+            f"[1/{steps}] shortint_backfill over REST: full history of 20 symbols, "
+            f"chunks of {self.chunk_size}"
         )
+        conf = json.dumps({"chunk_size": self.chunk_size})
+        self.run("shortint_backfill", [airflow, "dags", "test", "shortint_backfill", "--conf", conf])
         before = lake_summary(LAKE)
-        for market in ("HK", "US"):
-            self.say(f"  lake: {market} {_describe(before.get(market))}")
+        for market in MARKETS:
+            self.say(f"  lake: {market} {describe(before.get(market))}")
 
-        published = {market: self.publish(market) for market in ("HK", "US")}
-        self.say(f"sandbox publishes a new trading date: HK {published['HK']}, US {published['US']}")
+        self.say(f"[2/{steps}] shortint_daily over REST: sensors see the new dates, incremental loads")
+        after = self.daily("shortint_daily", before, self.env)
 
-        self.say("[2/3] shortint_daily: sensors see the new dates, incremental loads")
-        self.run("shortint_daily", [airflow, "dags", "test", "shortint_daily"])
-        after = lake_summary(LAKE)
-        for market in ("HK", "US"):
-            added = after.get(market, {}).get("rows", 0) - before.get(market, {}).get("rows", 0)
-            self.say(f"  lake: {market} +{added} row(s), now up to {after.get(market, {}).get('last')}")
-            if after.get(market, {}).get("last") != published[market]:
-                raise StepFailed(f"the daily load did not bring {market} up to {published[market]}")
-
-        self.say("[3/3] shortint_report: top movers table and history chart")
+        self.say(f"[3/{steps}] shortint_report: top movers table and history chart")
         self.run("shortint_report", [airflow, "dags", "test", "shortint_report"])
         report = newest_report(REPORTS)
         if report is None:
-            raise StepFailed(f"shortint_report wrote no report under {_rel(REPORTS)}")
+            raise StepFailed(f"shortint_report wrote no report under {rel(REPORTS)}")
 
-        print_summary(after, report, time.monotonic() - self.started)
+        opend_lines: list[str] = []
+        if self.opend:
+            self.say(
+                f"[4/{steps}] shortint_daily over OpenD: the same DAG, shortint_default now a futu_opend "
+                f"connection (futu-api SDK -> 127.0.0.1:{self.opend_port}), the same lake"
+            )
+            served = self.served()
+            env = {**self.env, "AIRFLOW_CONN_SHORTINT_DEFAULT": self.connection("futu_opend")}
+            final = self.daily("shortint_daily-opend", after, env)
+            opend_lines = self.opend_added(after, final, served)
+            after = final
+        print_summary(LAKE, after, report, opend_lines, time.monotonic() - self.started)
 
+    def daily(self, name: str, before: dict[str, dict[str, Any]], env: dict[str, str]) -> dict[str, Any]:
+        """Publish a new trading date per market, run shortint_daily, check it loaded that date."""
+        published = {market: self.publish(market) for market in MARKETS}
+        self.say(f"  sandbox publishes a new trading date: HK {published['HK']}, US {published['US']}")
+        self.run(name, [str(VENV_BIN / "airflow"), "dags", "test", "shortint_daily"], env=env)
+        after = lake_summary(LAKE)
+        for market, new in added(before, after).items():
+            self.say(f"  lake: {market} +{new['rows']} row(s), now up to {after[market]['last']}")
+            if new["dates"] != [published[market]]:
+                raise StepFailed(f"{name} brought {market} dates {new['dates']}, not [{published[market]}]")
+        return after
 
-def lake_summary(lake: Path) -> dict[str, dict[str, Any]]:
-    """Rows, symbols, date range and files per market, read back from the lake itself."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
+    def opend_added(self, before: dict[str, Any], after: dict[str, Any], served: dict[str, int]) -> list[str]:
+        """Lines on what the OpenD run put in the lake, checked: the SDK's missing columns are null and
+        timestamps are milliseconds as in the REST rows."""
+        from airflow_provider_shortint.markets import MARKETS as REGISTRY
 
-    if not lake.exists():
-        return {}
-    partitioning = ds.partitioning(pa.schema([("market", pa.string()), ("dt", pa.string())]), flavor="hive")
-    dataset = ds.dataset(str(lake), format="parquet", partitioning=partitioning, exclude_invalid_files=True)
-    table = dataset.to_table(columns=["symbol", "trade_date", "market", "dt"])
-    frame = table.to_pandas()
-    duplicates = int(frame.duplicated(["symbol", "trade_date"]).sum())
-    if duplicates:
-        raise StepFailed(f"the lake holds {duplicates} duplicate (symbol, trade_date) row(s)")
-    result: dict[str, dict[str, Any]] = {}
-    for market, rows in frame.groupby(frame["market"].astype(str)):
-        result[str(market)] = {
-            "rows": len(rows),
-            "symbols": rows["symbol"].nunique(),
-            "first": str(rows["trade_date"].min()),
-            "last": str(rows["trade_date"].max()),
-            "files": len(list((lake / f"market={market}").glob("dt=*/*.parquet"))),
-        }
-    return result
-
-
-def newest_report(reports: Path) -> dict[str, Path] | None:
-    folders = sorted(p for p in reports.glob("*") if (p / "top_movers.md").exists())
-    if not folders:
-        return None
-    folder = folders[-1]
-    return {
-        "csv": folder / "top_movers.csv",
-        "markdown": folder / "top_movers.md",
-        "chart": folder / "short_interest_history.png",
-    }
-
-
-def print_summary(lake: dict[str, dict[str, Any]], report: dict[str, Path], elapsed: float) -> None:
-    print()
-    print(f"What landed in {_rel(LAKE)}:")
-    print(f"  {'market':<7}{'rows':>7}{'symbols':>9}  {'first':<11} {'last':<11}{'files':>7}")
-    for market, info in sorted(lake.items()):
-        print(
-            f"  {market:<7}{info['rows']:>7}{info['symbols']:>9}  {info['first']:<11} {info['last']:<11}"
-            f"{info['files']:>7}"
-        )
-    print()
-    print("Report:")
-    for kind, path in report.items():
-        size = path.stat().st_size if path.exists() else 0
-        print(f"  {kind:<9}{_rel(path)}  ({size:,} bytes)")
-    lines = report["markdown"].read_text().splitlines()
-    table = [line for line in lines if line.startswith("|")]
-    if table:
-        print()
-        print("Top movers (first rows of the Markdown table):")
-        for line in table[:8]:
-            print(f"  {line}")
-    print()
-    print(f"demo finished in {elapsed:.0f} s")
-
-
-def _describe(info: dict[str, Any] | None) -> str:
-    if not info:
-        return "no rows"
-    return f"{info['rows']} rows, {info['symbols']} symbols, {info['first']} .. {info['last']}"
-
-
-def _rel(path: Path) -> str:
-    try:
-        return f"./{path.relative_to(REPO)}"
-    except ValueError:
-        return str(path)
+        now = self.served()
+        requests = {door: now.get(door, 0) - served.get(door, 0) for door in ("opend", "rest")}
+        if requests["opend"] == 0 or requests["rest"] != 0:
+            raise StepFailed(f"the OpenD step was not served over OpenD alone: {requests}")
+        lines = [
+            f"What the OpenD run added to the same lake ({requests['opend']} requests over OpenD, "
+            f"{requests['rest']} over REST; timestamps stored in ms like the REST rows):",
+            f"  {'market':<7}{'rows':>5}  {'new date':<11} null: the columns the SDK does not carry",
+        ]
+        for market, new in added(before, after).items():
+            rows = rows_on(LAKE, market, new["dates"])
+            missing = REGISTRY[market].opend_missing
+            if not set(missing) <= set(rows["all_null"]) or (rows["min_timestamp"] or 0) < 10**12:
+                raise StepFailed(f"the OpenD rows of {market} are not what DESIGN §8 says: {rows}")
+            dates = ", ".join(new["dates"])
+            lines.append(f"  {market:<7}{'+' + str(new['rows']):>5}  {dates:<11} {', '.join(missing)}")
+        return lines
 
 
 def _text(value: str | bytes | None) -> str:
@@ -324,8 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         help="window of the 30-request limit, sandbox and connection alike (default 3; the API's is 30)",
     )
     parser.add_argument("--chunk-size", type=int, default=5, help="symbols per mapped backfill task")
+    parser.add_argument("--rest-only", action="store_true", help="skip the OpenD step")
     args = parser.parse_args(argv)
-    demo = Demo(args.rate_limit_period, args.chunk_size)
+    opend = not args.rest_only and importlib.util.find_spec("futu") is not None
+    if not args.rest_only and not opend:
+        print('futu-api is not installed (pip install ".[futu]"): the OpenD step is skipped', flush=True)
+    demo = Demo(args.rate_limit_period, args.chunk_size, opend)
     try:
         demo.main()
     except StepFailed as err:
