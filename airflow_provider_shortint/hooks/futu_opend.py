@@ -1,0 +1,175 @@
+"""FutuOpenDHook: the public methods of ``ShortInterestHook`` over the OpenD gateway (DESIGN.md §8),
+through futu-api's ``OpenQuoteContext.get_short_interest`` (extra ``[futu]``; imported on first request).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_shortint.connection_opend import FutuOpenDSettings
+from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestError
+from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
+from airflow_provider_shortint.markets import MARKETS, market_of
+from airflow_provider_shortint.paginate import RawPage, history_page_bound, is_last
+from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
+from airflow_provider_shortint.retry import RetryPolicy
+from airflow_provider_shortint.text import clip
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_provider_shortint.opend_transport import OpenDTransport
+
+#: The SDK's page range (Qot_GetShortInterest: num 1..50).
+OPEND_MAX_COUNT = 50
+
+
+class FutuOpenDHook(ShortInterestBaseHook):
+    """Pages, types, retries and budgets short interest requests to OpenD; one context per hook."""
+
+    conn_name_attr = "futu_opend_conn_id"
+    default_conn_name = "futu_opend_default"
+    conn_type = "futu_opend"
+    hook_name = "Futu OpenD"
+    max_count = OPEND_MAX_COUNT
+
+    def __init__(
+        self,
+        futu_opend_conn_id: str = default_conn_name,
+        *,
+        max_retries: int | None = None,
+        backoff_max: float = 60.0,
+        rate_limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.futu_opend_conn_id = futu_opend_conn_id
+        self._max_retries = max_retries
+        self.backoff_max = backoff_max
+        self._rate_limiter = rate_limiter
+        self._sleep = sleep
+        self._settings: FutuOpenDSettings | None = None
+        self._transport: OpenDTransport | None = None
+        self.requests_made = 0
+
+    # -- connection ---------------------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> FutuOpenDSettings:
+        """Validated connection settings, read once per hook."""
+        if self._settings is None:
+            self._settings = FutuOpenDSettings.from_connection(self.get_connection(self.futu_opend_conn_id))
+        return self._settings
+
+    async def aload_settings(self) -> FutuOpenDSettings:
+        """Async twin of :attr:`settings` for triggers: never reads the connection synchronously."""
+        if self._settings is None:
+            conn = await self.aget_connection(self.futu_opend_conn_id)
+            self._settings = FutuOpenDSettings.from_connection(conn)
+        return self._settings
+
+    @property
+    def max_retries(self) -> int:
+        return self.settings.max_retries if self._max_retries is None else self._max_retries
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``)."""
+        return RetryPolicy(
+            self.max_retries, self.settings.backoff_base, self.backoff_max, sleep=self._sleep, log=self.log
+        )
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The account's budget, shared as the connection's extras say (DESIGN.md §9), as for REST."""
+        if self._rate_limiter is None:
+            s = self.settings
+            self._rate_limiter = shared_limiter(
+                s.budget_key(s.endpoint),
+                s.rate_limit_calls,
+                s.rate_limit_period,
+                s.rate_limit_state_dir,
+                redis_conn_id=s.rate_limit_redis_conn_id,
+            )
+        return self._rate_limiter
+
+    @property
+    def transport(self) -> OpenDTransport:
+        if self._transport is None:
+            from airflow_provider_shortint.opend_transport import OpenDTransport
+
+            self._transport = OpenDTransport(self.settings)
+        return self._transport
+
+    def get_conn(self) -> Any:
+        """The hook's one ``futu.OpenQuoteContext``, connected on first use (closed by :meth:`close`)."""
+        return self.transport.context()
+
+    def close(self) -> None:
+        """Close the context: its socket and the SDK's threads are gone when this returns."""
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- one request --------------------------------------------------------------------------------------
+
+    def max_pages(self, symbol: str, page_size: int) -> int | None:
+        """Most pages a history can take, as for REST (a server that pages without end is a fault)."""
+        return history_page_bound(MARKETS[market_of(symbol)], page_size)
+
+    def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
+        """One budgeted, retried SDK call for validated arguments; items in the REST item shape."""
+        from airflow_provider_shortint.opend_transport import frames_to_page
+
+        us_df, hk_df = self._frames(symbol, count, next_key)
+        return frames_to_page(symbol, us_df, hk_df)
+
+    def _frames(
+        self, symbol: str, count: int | None, next_key: str | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return self.retry_policy.call(symbol, lambda: self._attempt(symbol, count, next_key))
+
+    def _attempt(
+        self, symbol: str, count: int | None, next_key: str | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        transport = self.transport
+        with self.rate_limiter.slot():
+            self.requests_made += 1
+            frames: tuple[pd.DataFrame, pd.DataFrame] = transport.get_short_interest(symbol, count, next_key)
+            return frames
+
+    # -- SDK parity and connection test ------------------------------------------------------------------
+
+    def get_short_interest(
+        self, code: str, next_key: str | None = None, num: int | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The SDK's own ``(us_df, hk_df)`` (its columns, ``timestamp`` in seconds, attrs["next_key"] "-1"
+        at the end), validated, budgeted and retried; raises instead of returning an error code."""
+        from airflow_provider_shortint.symbols import normalize_symbol
+        from airflow_provider_shortint.validation import validate_count
+
+        symbol = normalize_symbol(code)
+        count = None if num is None else validate_count(num, "num", self.max_count)  # None: OpenD's 10
+        if next_key == "":
+            next_key = None  # the SDK sends no key for "" either
+        if next_key is not None and (not isinstance(next_key, str) or is_last(next_key)):
+            raise InvalidParameterError(
+                f"next_key must be a key returned by a previous page, got {clip(repr(next_key), 80)} "
+                "(that value marks the last page)"
+            )
+        return self._frames(symbol, count, next_key)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One request for HK.00700's newest record through OpenD; ``(ok, message)`` for the Airflow UI."""
+        try:
+            latest = self.get_latest("HK.00700")
+        except ShortInterestError as err:
+            return False, f"{type(err).__name__}: {err.message}"
+        except Exception as err:
+            return False, f"{type(err).__name__}: {err}"
+        finally:
+            self.close()
+        newest = latest["trade_date"].isoformat() if latest else "no data"
+        where = f"{self.settings.host}:{self.settings.port}"
+        return True, f"Connected to OpenD at {where}: HK.00700 newest record {newest}"

@@ -1,0 +1,508 @@
+"""FutuOpenDHook with the real futu-api client against the sandbox's OpenD door (DESIGN.md §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pytest
+
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    InvalidSymbolError,
+    ShortInterestResponseError,
+    ShortInterestServerError,
+    UnsupportedSecurityError,
+)
+from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
+from airflow_provider_shortint.markets import MARKETS
+from airflow_provider_shortint.opend_transport import classify
+from airflow_provider_shortint.retry import TransientFailure
+from airflow_provider_shortint.sandbox import SandboxServer
+from tests._fixtures_opend_hook import opend_conn, run_child
+from tests.test_ratelimit import max_in_window
+
+HookFactory = Callable[..., FutuOpenDHook]
+SDK_HK = [
+    "timestamp",
+    "timestamp_str",
+    "aggregated_short",
+    "aggregated_short_ratio",
+    "close_price",
+    "last_close_price",
+]
+SDK_US = [
+    "timestamp",
+    "timestamp_str",
+    "shares_short",
+    "short_percent",
+    "avg_daily_share_volume",
+    "days_to_cover",
+    "close_price",
+    "last_close_price",
+]
+
+
+def opend_requests(sb: SandboxServer) -> int:
+    return int(sb.stats()["by_transport"]["opend"])
+
+
+# -- rows, pages, frames ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("symbol", ["HK.00700", "US.AAPL"])
+def test_same_rows_as_rest(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer, symbol: str, monkeypatch: Any
+) -> None:
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REST_SAME", json.dumps({"conn_type": "shortint", "host": opend_sandbox.url})
+    )
+    rest = ShortInterestHook(shortint_conn_id="rest_same").get_history(symbol)
+    opend = opend_hook_for().get_history(symbol)
+    missing = list(MARKETS[symbol[:2]].opend_missing)
+    assert opend.num_rows == rest.num_rows > 60  # several pages of 50 over OpenD
+    assert opend.schema == rest.schema
+    for name in missing:
+        assert opend.column(name).null_count == opend.num_rows  # the SDK does not carry them
+        assert rest.column(name).null_count < rest.num_rows
+    keep = [name for name in rest.column_names if name not in (*missing, "ingested_at")]
+    assert opend.select(keep).equals(rest.select(keep))  # timestamps in ms on both paths
+
+
+def test_documented_values_and_milliseconds(opend_hook_for: HookFactory) -> None:
+    page = opend_hook_for().get_page("hk.700", count=2)
+    first = page.items[0]
+    assert (page.symbol, first["trade_date"]) == ("HK.00700", dt.date(2026, 5, 15))
+    assert first["timestamp"] == 1778774400000 and first["aggregated_short"] == 54177721
+    assert first["aggregated_short_ratio"] == 0.59 and first["avg_cost"] is None
+    assert page.next_key
+
+
+def test_paging_across_pages(opend_hook_for: HookFactory, opend_sandbox: SandboxServer) -> None:
+    hook = opend_hook_for()
+    pages = list(hook.iter_pages("HK.00700", page_size=7))
+    assert len(pages) >= 4 and pages[-1].next_key is None
+    assert all(len(p.items) == 7 for p in pages[:-1])
+    keys = [p.next_key for p in pages[:-1]]
+    assert len(set(keys)) == len(keys)
+    dates = [row["trade_date"] for p in pages for row in p.items]
+    assert dates == sorted(dates, reverse=True) and len(set(dates)) == len(dates)
+    assert opend_requests(opend_sandbox) == len(pages) == hook.requests_made
+    # stop_after: paging ends at the first page that reaches the bound
+    opend_sandbox.reset_stats()
+    bound = dates[10]
+    table = hook.get_history("HK.00700", since=bound, page_size=7)
+    assert table.num_rows == 10 and pc.min(table.column("trade_date")).as_py() > bound
+    assert opend_requests(opend_sandbox) == 2
+
+
+def test_get_short_interest_returns_the_sdks_frames(opend_hook_for: HookFactory) -> None:
+    hook = opend_hook_for()
+    us_df, hk_df = hook.get_short_interest("HK.00700", num=3)
+    assert list(hk_df.columns) == SDK_HK and list(us_df.columns) == SDK_US and len(us_df) == 0
+    assert hk_df["timestamp"].tolist()[0] == 1778774400  # seconds, as the SDK gives them
+    assert hk_df.attrs["next_key"] and hk_df.attrs["next_key"] != "-1"
+    seen, key = len(hk_df), hk_df.attrs["next_key"]
+    for _ in range(20):
+        _, hk_df = hook.get_short_interest("HK.00700", next_key=key, num=50)
+        seen, key = seen + len(hk_df), hk_df.attrs["next_key"]
+        if key == "-1":
+            break
+    assert key == "-1" and seen == hook.get_history("HK.00700").num_rows
+    us_df, hk_df = hook.get_short_interest("US.AAPL")  # num None: the gateway's default page (10)
+    assert list(us_df.columns) == SDK_US and len(us_df) == 10 and len(hk_df) == 0
+    us_df, hk_df = hook.get_short_interest("US.NODATA")
+    assert len(us_df) == len(hk_df) == 0 and us_df.attrs["next_key"] == "-1"
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("symbol", "error", "ret_code"),
+    [
+        ("HK.99999", InvalidSymbolError, -7),
+        ("US.NOSUCH", InvalidSymbolError, -7),
+        ("HK.99998", UnsupportedSecurityError, -8),
+        ("US.VIX", UnsupportedSecurityError, -8),
+    ],
+)
+def test_rejected_security_fails_at_once(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer, symbol: str, error: type, ret_code: int
+) -> None:
+    with pytest.raises(error) as info:
+        opend_hook_for().get_history(symbol)
+    assert info.value.ret_code == ret_code and info.value.symbol == symbol
+    assert symbol in str(info.value) and "OpenD:" in str(info.value)  # the gateway's own message
+    assert opend_requests(opend_sandbox) == 1  # no retry
+
+
+def test_gateway_parameter_error_and_malformed_answers(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer
+) -> None:
+    hook = opend_hook_for()
+    with pytest.raises(InvalidParameterError, match="next_key"):
+        hook.get_page("HK.00700", next_key="not-a-key-of-this-server")
+    with pytest.raises(ShortInterestResponseError, match="sha"):  # a frame that fails its checksum
+        hook.get_page("US.BADJSON")
+    with pytest.raises(ShortInterestResponseError, match="unknown error"):
+        hook.get_page("US.BADRET")
+    with pytest.raises(ShortInterestResponseError, match="twice"):
+        hook.get_history("US.LOOPKEY", page_size=5)
+    assert opend_requests(opend_sandbox) == 1 + 1 + 1 + 2  # none of these retried
+    for symbol in ("HK.99997", "US.NODATA"):
+        page = hook.get_page(symbol)
+        assert page.items == [] and page.next_key is None
+    assert hook.get_latest("HK.99997") is None
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (lambda h: h.get_page("HK.00700", count=0), "count must be an integer from 1 to 50"),
+        (lambda h: h.get_page("HK.00700", count=51), "count must be an integer from 1 to 50"),
+        (lambda h: h.get_page("HK.00700", count=True), "count"),
+        (lambda h: h.get_history("HK.00700", page_size=51), "page_size must be an integer from 1 to 50"),
+        (lambda h: h.get_short_interest("HK.00700", num=51), "num must be an integer from 1 to 50"),
+        (lambda h: h.get_page("HK.123456"), "malformed symbol"),
+        (lambda h: h.get_page("700"), "symbol"),
+        (lambda h: h.get_page(None), "symbol"),
+        (lambda h: h.get_page("HK.00700", next_key="-1"), "next_key"),
+        (lambda h: h.get_short_interest("HK.00700", next_key="-1"), "next_key"),
+        (lambda h: h.get_history("HK.00700", since="yesterday"), "since"),
+    ],
+)
+def test_bad_input_costs_no_request(
+    opend_hook_for: HookFactory,
+    opend_sandbox: SandboxServer,
+    call: Callable[[FutuOpenDHook], Any],
+    pattern: str,
+) -> None:
+    hook = opend_hook_for()
+    with pytest.raises(InvalidParameterError, match=pattern):
+        call(hook)
+    assert opend_requests(opend_sandbox) == 0 and not (hook._transport and hook._transport.is_open)
+
+
+@pytest.mark.parametrize("symbol", ["SH.600000", "SZ.000001", "JP.7203"])
+def test_other_markets_refused_locally(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer, symbol: str
+) -> None:
+    with pytest.raises(UnsupportedSecurityError):
+        opend_hook_for().get_page(symbol)
+    assert opend_requests(opend_sandbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("unknown security: security HK.99999 does not exist", InvalidSymbolError),
+        ("未知股票", InvalidSymbolError),
+        ("invalid_symbol: gone", InvalidSymbolError),
+        ("unsupported security: US.VIX is an index", UnsupportedSecurityError),
+        ("不支持该品种", UnsupportedSecurityError),
+        ("invalid parameter: num must be within 1..50, got 60", InvalidParameterError),
+        ("Disconnect", "connection_error"),
+        ("Connection closed", "connection_error"),
+        ("PacketErr.Timeout", "timeout"),
+        ("Abnormal event timeout", "timeout"),
+        ("NN_ProtoRet_TimeOut (injected fault)", "timeout"),
+        ("request too frequent: at most 30 requests per 30 seconds (retry in 12.3 s)", "rate_limited"),
+        ("internal error (injected fault)", "internal_error"),
+        ("行情未登录", "not_logged_in"),
+        ("OpenD is not logged in", "not_logged_in"),
+        ("proto_id:3249 conn_id:1 check sha error!", ShortInterestResponseError),
+        ("", ShortInterestResponseError),
+        ("no data", None),
+        ("no_data: nothing here", None),
+    ],
+)
+def test_message_classification(message: str, expected: Any) -> None:
+    failure = classify("HK.00700", message)
+    if expected is None:
+        assert failure is None
+    elif isinstance(expected, str):
+        assert isinstance(failure, TransientFailure) and failure.error_code == expected
+        if expected == "rate_limited":
+            assert failure.retry_after == 12.3
+    else:
+        assert type(failure) is expected and "HK.00700" in str(failure)
+
+
+# -- retries ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ({"internal_error_rate": 1.0}, "internal error"),
+        ({"http5xx_rate": 1.0}, "TimeOut"),
+        ({"malformed_rate": 1.0}, "Disconnect"),  # the gateway drops the connection with no reply
+        ({"http429_rate": 1.0}, "too frequent"),
+    ],
+)
+def test_transient_failures_retried_then_server_error(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer, fault: dict[str, float], reason: str
+) -> None:
+    opend_sandbox.configure(**fault)
+    hook = opend_hook_for(max_retries=2)
+    with pytest.raises(ShortInterestServerError, match=reason) as info:
+        hook.get_page("HK.00700")
+    assert "gave up after 3 attempt(s)" in str(info.value) and info.value.symbol == "HK.00700"
+    assert hook.requests_made == 3 and opend_requests(opend_sandbox) == 3
+
+
+def test_dropped_connections_recovered_on_a_fresh_one(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer
+) -> None:
+    clean = opend_hook_for().get_history("US.AAPL", page_size=20)
+    opend_sandbox.configure(malformed_rate=0.4, internal_error_rate=0.2, seed=7)
+    hook = opend_hook_for(max_retries=10)
+    table = hook.get_history("US.AAPL", page_size=20)
+    faults = opend_sandbox.stats()["faults"]
+    assert faults["malformed"] > 0 and faults["internal_error"] > 0
+    assert hook.requests_made > 13  # 13 pages plus the retries
+    keep = [n for n in clean.column_names if n != "ingested_at"]
+    assert table.select(keep).equals(clean.select(keep))
+
+
+def test_unanswered_request_times_out_and_is_retried(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer
+) -> None:
+    opend_sandbox.configure(delay_rate=1.0, delay_seconds=4.0)
+    hook = opend_hook_for(max_retries=1, timeout=1)
+    with pytest.raises(ShortInterestServerError, match=r"(?i)timeout"):
+        hook.get_page("HK.00700")
+    assert hook.requests_made == 2
+    opend_sandbox.configure(delay_rate=0.0)
+    assert hook.get_page("HK.00700", count=1).items  # the same hook works again (fresh context)
+
+
+def test_refused_connection_retried_then_server_error(opend_hook_for: HookFactory) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hook = opend_hook_for(port=port, max_retries=2)
+    with pytest.raises(ShortInterestServerError, match=f"could not connect to OpenD at 127.0.0.1:{port}"):
+        hook.get_page("HK.00700")
+    assert hook.requests_made == 3
+    ok, message = hook.test_connection()
+    assert not ok and "could not connect" in message
+
+
+def test_gateway_rate_limit_waits_and_succeeds(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer
+) -> None:
+    opend_sandbox.configure(rate_limit_calls=3, rate_limit_period=1.0)
+    hook = opend_hook_for(max_retries=5)  # the client's own budget is larger than the server's here
+    for _ in range(5):
+        assert hook.get_page("HK.00700", count=1).items
+    assert opend_sandbox.stats()["rate_limited"] >= 1 and hook.requests_made > 5
+
+
+# -- budget, connection, factory --------------------------------------------------------------------------
+
+
+def test_every_sdk_call_takes_a_budget_slot(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer
+) -> None:
+    hook = opend_hook_for(rate_limit_calls=4, rate_limit_period=1)
+    hook.get_history("HK.00700", page_size=5)
+    starts = opend_sandbox.stats()["timestamps"]
+    assert len(starts) == hook.requests_made >= 8
+    assert max_in_window(starts, 1.0) <= 4
+
+
+def test_budget_shared_with_rest_by_rate_limit_key(opend_sandbox: SandboxServer, monkeypatch: Any) -> None:
+    from airflow_provider_shortint.hooks.factory import hook_for_connection
+
+    extra = {"rate_limit_key": "account-42", "rate_limit_calls": 7}
+    monkeypatch.setenv("AIRFLOW_CONN_OPEND_K", opend_conn(opend_sandbox.opend_port, **extra))
+    rest = {"conn_type": "shortint", "host": opend_sandbox.url, "extra": {**extra, "rate_limit_period": 1}}
+    monkeypatch.setenv("AIRFLOW_CONN_REST_K", json.dumps(rest))
+    opend, rest_hook = hook_for_connection("opend_k"), hook_for_connection("rest_k")
+    assert isinstance(opend, FutuOpenDHook)
+    assert opend.rate_limiter is rest_hook.rate_limiter  # type: ignore[attr-defined]
+
+
+def test_factory_picks_the_hook_of_the_conn_type(opend_sandbox: SandboxServer, monkeypatch: Any) -> None:
+    from airflow_provider_shortint.hooks.factory import ahook_for_connection, hook_for_connection
+    from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_F_OPEND", opend_conn(opend_sandbox.opend_port))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_F_REST", json.dumps({"conn_type": "shortint", "host": opend_sandbox.url})
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_F_HTTP", json.dumps({"conn_type": "http", "host": "example.com"}))
+    assert type(hook_for_connection("f_rest")) is ShortInterestHook
+    hook = hook_for_connection("f_opend", max_retries=0)
+    assert type(hook) is FutuOpenDHook and hook.max_retries == 0 and hook.max_count == 50
+    with pytest.raises(InvalidParameterError, match=r"conn_type 'http'.*'shortint' and 'futu_opend'"):
+        hook_for_connection("f_http")
+    loaded = asyncio.run(ahook_for_connection("f_opend"))
+    assert isinstance(loaded, FutuOpenDHook) and loaded._settings is not None
+    assert loaded._settings.port == opend_sandbox.opend_port
+    with pytest.raises(InvalidParameterError, match="conn_type 'http'"):
+        asyncio.run(ahook_for_connection("f_http"))
+
+
+@pytest.mark.parametrize(
+    ("conn", "pattern"),
+    [
+        ({"host": "http://127.0.0.1"}, "bare host name"),
+        ({"port": 70000}, "port must be 1 to 65535"),
+        ({"extra": {"timeout": 30}}, "timeout.*at most 20"),
+        ({"extra": {"is_encrypt": True}}, "no rsa_private_key"),
+        ({"extra": {"rsa_private_key": "/nonexistent/key.pem"}}, "rsa_private_key"),
+        ({"extra": {"max_retries": -1}}, "max_retries"),
+    ],
+)
+def test_bad_connection_settings(monkeypatch: Any, conn: dict[str, Any], pattern: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_BAD_OPEND", json.dumps({"conn_type": "futu_opend", **conn}))
+    with pytest.raises(InvalidParameterError, match=pattern):
+        FutuOpenDHook(futu_opend_conn_id="bad_opend").get_page("HK.00700")
+
+
+def test_defaults_and_unknown_security_firm(opend_hook_for: HookFactory, monkeypatch: Any) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DEFAULTS", json.dumps({"conn_type": "futu_opend"}))
+    settings = FutuOpenDHook(futu_opend_conn_id="defaults").settings
+    assert (settings.host, settings.port, settings.timeout, settings.is_encrypt) == (
+        "127.0.0.1",
+        11111,
+        12.0,
+        False,
+    )
+    hook = opend_hook_for(security_firm="NOT_A_FIRM")
+    with pytest.raises(InvalidParameterError, match="SecurityFirm"):
+        hook.get_page("HK.00700")
+
+
+def test_test_connection(opend_hook_for: HookFactory, opend_sandbox: SandboxServer) -> None:
+    ok, message = opend_hook_for().test_connection()
+    assert ok and f"127.0.0.1:{opend_sandbox.opend_port}" in message and "2026-05-15" in message
+
+
+# -- lifecycle and the SDK's side effects (in a child interpreter: its own threads, sockets, $HOME) ----------
+
+LEAK_CHILD = """
+import json, os, sys, threading, time
+from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
+from airflow_provider_shortint.exceptions import ShortInterestServerError
+
+def census():
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used
+            pass
+    return len(threading.enumerate()), sum(fd.startswith("socket:") for fd in fds), len(fds)
+
+assert "futu" not in sys.modules  # importing the hook does not import the SDK
+warm = FutuOpenDHook("leak")
+warm.get_latest("HK.00700")  # warm up imports (they open no socket of their own)
+warm.close()
+before = census()
+for i in range(100):
+    hook = FutuOpenDHook("leak")
+    assert hook.get_latest("HK.00700")["symbol"] == "HK.00700"
+    hook.get_page("US.AAPL", count=2)
+    hook.close()
+for i in range(5):  # failed connections leave nothing behind either
+    try:
+        FutuOpenDHook("refused").get_page("HK.00700")
+    except ShortInterestServerError:
+        pass
+after = census()
+names = sorted(t.name for t in threading.enumerate())
+print(json.dumps({"before": before, "after": after, "threads": names}))
+"""
+
+
+def test_no_thread_or_socket_left_after_100_hooks(opend_sandbox: SandboxServer, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        refused = probe.getsockname()[1]
+    env = {
+        "AIRFLOW_CONN_LEAK": opend_conn(opend_sandbox.opend_port),
+        "AIRFLOW_CONN_REFUSED": opend_conn(refused, max_retries=0),
+        "HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    }
+    result = run_child(LEAK_CHILD, env)  # also proves the child exits: no non-daemon SDK thread left
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["after"] == report["before"], report
+    assert report["before"][0] == 1 and report["threads"] == ["MainThread"]
+    assert opend_sandbox.stats()["by_transport"]["opend"] == 1 + 200
+
+
+HOME_CHILD = """
+import logging, signal, sys
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append((record.name, record.getMessage()))
+logging.getLogger("airflow_provider_shortint.opend.sdk").addHandler(Keep())
+handler = signal.getsignal(signal.SIGINT)
+from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
+from airflow_provider_shortint.exceptions import ShortInterestServerError
+hook = FutuOpenDHook("home")
+assert hook.get_latest("HK.00700")
+hook.close()
+try:
+    FutuOpenDHook("refused").get_page("HK.00700")
+except ShortInterestServerError:
+    pass
+assert signal.getsignal(signal.SIGINT) is handler, "futu replaced the SIGINT handler"
+assert any("Connect fail" in message for _, message in records), records
+FutuOpenDHook("home").get_latest("HK.00700")  # never closed: must not keep the process alive
+print("ok")
+"""
+
+
+def test_sdk_writes_nothing_in_home_and_logs_to_ours(opend_sandbox: SandboxServer, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        refused = probe.getsockname()[1]
+    env = {
+        "AIRFLOW_CONN_HOME": opend_conn(opend_sandbox.opend_port),
+        "AIRFLOW_CONN_REFUSED": opend_conn(refused, max_retries=0),
+        "HOME": str(home),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    }
+    result = run_child(HOME_CHILD, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+    assert not re.search(r"\| \d+ \| \d+ \|", result.stdout)  # nothing from the SDK's console handler
+    assert list(home.rglob("*")) == []
+
+
+def test_without_futu_a_clear_error_naming_the_extra(tmp_path: Path) -> None:
+    code = """
+import sys
+sys.modules["futu"] = None  # as if futu-api were not installed
+from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
+from airflow_provider_shortint.opend_sdk import FutuNotInstalledError
+try:
+    FutuOpenDHook("nofutu").get_page("HK.00700")
+except FutuNotInstalledError as err:
+    print(err)
+print(FutuOpenDHook("nofutu").test_connection())
+"""
+    env = {"AIRFLOW_CONN_NOFUTU": opend_conn(1), "AIRFLOW_HOME": str(tmp_path)}
+    result = run_child(code, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('pip install "airflow-provider-shortint[futu]"') == 2
+    assert "(False," in result.stdout
