@@ -349,8 +349,8 @@ def test_factory_picks_the_hook_of_the_conn_type(opend_sandbox: SandboxServer, m
     with pytest.raises(InvalidParameterError, match=r"conn_type 'http'.*'shortint' and 'futu_opend'"):
         hook_for_connection("f_http")
     loaded = asyncio.run(ahook_for_connection("f_opend"))
-    assert isinstance(loaded, FutuOpenDHook) and loaded._settings is not None
-    assert loaded._settings.port == opend_sandbox.opend_port
+    assert isinstance(loaded, FutuOpenDHook) and loaded._loaded is not None
+    assert loaded.settings.port == opend_sandbox.opend_port
     with pytest.raises(InvalidParameterError, match="conn_type 'http'"):
         asyncio.run(ahook_for_connection("f_http"))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
@@ -16,6 +18,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.markets import market_of
 from airflow_provider_shortint.paginate import NextKeyPaginator, RawPage, is_last, paginate
+from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
 from airflow_provider_shortint.records import (
     RepeatedDateGuard,
     ShortInterestPage,
@@ -24,24 +27,132 @@ from airflow_provider_shortint.records import (
     items_to_table,
     parse_items,
 )
+from airflow_provider_shortint.retry import RetryPolicy
 from airflow_provider_shortint.symbols import normalize_symbol
-from airflow_provider_shortint.text import shown
+from airflow_provider_shortint.text import register_secret, shown
 from airflow_provider_shortint.validation import to_date, validate_count
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     import pandas as pd
     import pyarrow as pa
 
+    from airflow_provider_shortint.connection import BudgetSettings
+
 
 class ShortInterestBaseHook(BaseHook):
-    """Paging, typed rows and history for a transport that can fetch one raw page."""
+    """Paging, typed rows and history for a transport that can fetch one raw page; the connection's
+    settings, retry policy and request budget, read the same way for every transport.
+
+    :param conn_id: id of the connection (each subclass names this argument after its conn type).
+    :param max_retries: retries of a transient failure; default: the connection's ``max_retries`` extra.
+    :param backoff_max: longest backoff between two attempts, in seconds (Retry-After may ask longer,
+        up to ``retry.MAX_RETRY_AFTER``).
+    :param rate_limiter: the request budget to draw from; default: the one the connection's
+        ``rate_limit_*`` extras describe, shared by every hook of the process (or machine, or Redis).
+    :param sleep: how to wait between attempts (tests pass a recorder).
+    """
 
     #: Largest page the transport accepts (REST 90, OpenD 50); page sizes outside 1..max_count raise.
     max_count: ClassVar[int]
-    #: Requests sent so far by this hook (every attempt counts); the operator reports it.
-    requests_made: int = 0
+
+    def __init__(
+        self,
+        conn_id: str,
+        *,
+        max_retries: int | None = None,
+        backoff_max: float = 60.0,
+        rate_limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self._conn_id = conn_id
+        self._max_retries = max_retries
+        self.backoff_max = backoff_max
+        self._rate_limiter = rate_limiter
+        self._sleep = sleep
+        self._loaded: BudgetSettings | None = None
+        #: Requests sent so far by this hook (every attempt counts); the operator reports it.
+        self.requests_made = 0
+
+    # -- what a transport says about its connection -----------------------------------------------------
+
+    def read_settings(self, conn: Any) -> BudgetSettings:
+        """The transport's validated settings from an Airflow connection (bad values raise)."""
+        raise NotImplementedError
+
+    def budget_endpoint(self, settings: Any) -> str:
+        """The endpoint whose budget requests draw from, unless the connection names a ``rate_limit_key``."""
+        raise NotImplementedError
+
+    def secret_of(self, settings: Any) -> str | None:
+        """A secret of the settings to mask in logs and messages (the REST token); None by default."""
+        return None
+
+    # -- settings, retries and budget, once for every transport -----------------------------------------
+
+    def load_settings(self) -> BudgetSettings:
+        """Validated connection settings, read once per hook (bad ones raise before any request)."""
+        if self._loaded is None:
+            settings = self.read_settings(self.get_connection(self._conn_id))
+            secret = self.secret_of(settings)
+            if secret:
+                from airflow.sdk.log import mask_secret
+
+                mask_secret(secret)
+            self._use(settings, secret)
+        assert self._loaded is not None
+        return self._loaded
+
+    async def aload_settings(self) -> BudgetSettings:
+        """Async twin of :meth:`load_settings` for triggers: never touches the connection synchronously."""
+        if self._loaded is None:
+            settings = self.read_settings(await self.aget_connection(self._conn_id))
+            secret = self.secret_of(settings)
+            if secret:
+                from airflow_provider_shortint._compat import amask_secret
+
+                await amask_secret(secret)
+            self._use(settings, secret)
+        assert self._loaded is not None
+        return self._loaded
+
+    def _use(self, settings: BudgetSettings, secret: str | None) -> None:
+        register_secret(secret)  # masked in every exception and message the provider builds
+        self._loaded = settings
+
+    @property
+    def max_retries(self) -> int:
+        return self.load_settings().max_retries if self._max_retries is None else self._max_retries
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``)."""
+        return self._policy(self.max_retries)
+
+    def _policy(self, max_retries: int) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries, self.load_settings().backoff_base, self.backoff_max, sleep=self._sleep, log=self.log
+        )
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The budget named by ``rate_limit_key`` (default: the endpoint), shared by every hook of this
+        process, of this machine with ``rate_limit_state_dir``, of every machine with a Redis connection
+        (DESIGN.md §9)."""
+        if self._rate_limiter is None:
+            s = self.load_settings()
+            self._rate_limiter = shared_limiter(
+                s.budget_key(self.budget_endpoint(s)),
+                s.rate_limit_calls,
+                s.rate_limit_period,
+                s.rate_limit_state_dir,
+                redis_conn_id=s.rate_limit_redis_conn_id,
+            )
+        return self._rate_limiter
+
+    # -- the transport --------------------------------------------------------------------------------
 
     def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
         """One page for validated arguments, items in the REST item shape (DESIGN §2), retried and

@@ -43,9 +43,7 @@ async def ahook_for_connection(conn_id: str, **kwargs: Any) -> ShortInterestBase
 
     conn = await BaseHook.aget_connection(conn_id)
     hook = _build(conn_id, conn.conn_type, kwargs)
-    load = getattr(hook, "aload_settings", None)  # both hooks have it; the base class does not declare it
-    if load is not None:
-        await load()
+    await hook.aload_settings()
     return hook
 
 

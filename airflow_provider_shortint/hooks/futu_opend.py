@@ -4,17 +4,13 @@ through futu-api's ``OpenQuoteContext.get_short_interest`` (extra ``[futu]``; im
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_shortint.connection_opend import FutuOpenDSettings
 from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestError
 from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
 from airflow_provider_shortint.markets import MARKETS, market_of
 from airflow_provider_shortint.paginate import RawPage, history_page_bound, is_last
-from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
-from airflow_provider_shortint.retry import RetryPolicy
 from airflow_provider_shortint.text import clip
 
 if TYPE_CHECKING:
@@ -35,65 +31,23 @@ class FutuOpenDHook(ShortInterestBaseHook):
     hook_name = "Futu OpenD"
     max_count = OPEND_MAX_COUNT
 
-    def __init__(
-        self,
-        futu_opend_conn_id: str = default_conn_name,
-        *,
-        max_retries: int | None = None,
-        backoff_max: float = 60.0,
-        rate_limiter: RateLimiter | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__()
+    def __init__(self, futu_opend_conn_id: str = default_conn_name, **options: Any) -> None:
+        super().__init__(futu_opend_conn_id, **options)
         self.futu_opend_conn_id = futu_opend_conn_id
-        self._max_retries = max_retries
-        self.backoff_max = backoff_max
-        self._rate_limiter = rate_limiter
-        self._sleep = sleep
-        self._settings: FutuOpenDSettings | None = None
         self._transport: OpenDTransport | None = None
-        self.requests_made = 0
 
     # -- connection ---------------------------------------------------------------------------------------
+
+    def read_settings(self, conn: Any) -> FutuOpenDSettings:
+        return FutuOpenDSettings.from_connection(conn)
+
+    def budget_endpoint(self, settings: FutuOpenDSettings) -> str:
+        return settings.endpoint
 
     @property
     def settings(self) -> FutuOpenDSettings:
         """Validated connection settings, read once per hook."""
-        if self._settings is None:
-            self._settings = FutuOpenDSettings.from_connection(self.get_connection(self.futu_opend_conn_id))
-        return self._settings
-
-    async def aload_settings(self) -> FutuOpenDSettings:
-        """Async twin of :attr:`settings` for triggers: never reads the connection synchronously."""
-        if self._settings is None:
-            conn = await self.aget_connection(self.futu_opend_conn_id)
-            self._settings = FutuOpenDSettings.from_connection(conn)
-        return self._settings
-
-    @property
-    def max_retries(self) -> int:
-        return self.settings.max_retries if self._max_retries is None else self._max_retries
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``)."""
-        return RetryPolicy(
-            self.max_retries, self.settings.backoff_base, self.backoff_max, sleep=self._sleep, log=self.log
-        )
-
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        """The account's budget, shared as the connection's extras say (DESIGN.md §9), as for REST."""
-        if self._rate_limiter is None:
-            s = self.settings
-            self._rate_limiter = shared_limiter(
-                s.budget_key(s.endpoint),
-                s.rate_limit_calls,
-                s.rate_limit_period,
-                s.rate_limit_state_dir,
-                redis_conn_id=s.rate_limit_redis_conn_id,
-            )
-        return self._rate_limiter
+        return cast("FutuOpenDSettings", self.load_settings())
 
     @property
     def transport(self) -> OpenDTransport:

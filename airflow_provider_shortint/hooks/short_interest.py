@@ -8,9 +8,7 @@ checked envelope, bounded in time and bytes), the retry policy and request budge
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from airflow_provider_shortint.connection import ConnectionSettings
@@ -18,9 +16,8 @@ from airflow_provider_shortint.exceptions import ShortInterestError, ShortIntere
 from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
 from airflow_provider_shortint.markets import MARKETS, market_of
 from airflow_provider_shortint.paginate import RawPage, history_page_bound, is_last
-from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
 from airflow_provider_shortint.retry import RetryPolicy
-from airflow_provider_shortint.text import register_secret, shown
+from airflow_provider_shortint.text import shown
 from airflow_provider_shortint.validation import MAX_COUNT
 
 if TYPE_CHECKING:
@@ -34,12 +31,8 @@ class ShortInterestHook(ShortInterestBaseHook):
     """Talks to ``GET /v1/quote/{symbol}/short-selling/short-interest``: pages, types, retries, rate limit.
 
     :param shortint_conn_id: id of a ``shortint`` connection (host = base URL, password = API token).
-    :param max_retries: retries of a transient failure; default: the connection's ``max_retries`` extra.
-    :param backoff_max: longest backoff between two attempts, in seconds (Retry-After may ask longer,
-        up to ``retry.MAX_RETRY_AFTER``).
-    :param rate_limiter: the request budget to draw from; default: the one the connection's
-        ``rate_limit_*`` extras describe, shared by every hook of the process (or machine, or Redis).
-    :param sleep: how to wait between attempts (tests pass a recorder).
+    :param options: ``max_retries``, ``backoff_max``, ``rate_limiter``, ``sleep``: see
+        :class:`~airflow_provider_shortint.hooks.base.ShortInterestBaseHook`.
     """
 
     conn_name_attr = "shortint_conn_id"
@@ -48,86 +41,27 @@ class ShortInterestHook(ShortInterestBaseHook):
     hook_name = "Short Interest"
     max_count = MAX_COUNT
 
-    def __init__(
-        self,
-        shortint_conn_id: str = default_conn_name,
-        *,
-        max_retries: int | None = None,
-        backoff_max: float = 60.0,
-        rate_limiter: RateLimiter | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__()
+    def __init__(self, shortint_conn_id: str = default_conn_name, **options: Any) -> None:
+        super().__init__(shortint_conn_id, **options)
         self.shortint_conn_id = shortint_conn_id
-        self._max_retries = max_retries
-        self.backoff_max = backoff_max
-        self._rate_limiter = rate_limiter
-        self._sleep = sleep
-        self._settings: ConnectionSettings | None = None
         self._session: requests.Session | None = None
         self._transport: HttpTransport | None = None
-        self.requests_made = 0
 
     # -- connection ---------------------------------------------------------------------------------------
+
+    def read_settings(self, conn: Any) -> ConnectionSettings:
+        return ConnectionSettings.from_connection(conn)
+
+    def budget_endpoint(self, settings: ConnectionSettings) -> str:
+        return settings.base_url
+
+    def secret_of(self, settings: ConnectionSettings) -> str | None:
+        return settings.token
 
     @property
     def settings(self) -> ConnectionSettings:
         """Validated connection settings, read once per hook (bad ones raise before any request)."""
-        if self._settings is None:
-            settings = ConnectionSettings.from_connection(self.get_connection(self.shortint_conn_id))
-            if settings.token:
-                from airflow.sdk.log import mask_secret
-
-                mask_secret(settings.token)
-            self._use(settings)
-        assert self._settings is not None
-        return self._settings
-
-    async def aload_settings(self) -> ConnectionSettings:
-        """Async twin of :attr:`settings` for triggers: never touches the connection synchronously."""
-        if self._settings is None:
-            conn = await self.aget_connection(self.shortint_conn_id)
-            settings = ConnectionSettings.from_connection(conn)
-            if settings.token:
-                from airflow_provider_shortint._compat import amask_secret
-
-                await amask_secret(settings.token)
-            self._use(settings)
-        assert self._settings is not None
-        return self._settings
-
-    def _use(self, settings: ConnectionSettings) -> None:
-        register_secret(settings.token)  # masked in every exception and message the provider builds
-        self._settings = settings
-
-    @property
-    def max_retries(self) -> int:
-        return self.settings.max_retries if self._max_retries is None else self._max_retries
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``)."""
-        return self._policy(self.max_retries)
-
-    def _policy(self, max_retries: int) -> RetryPolicy:
-        return RetryPolicy(
-            max_retries, self.settings.backoff_base, self.backoff_max, sleep=self._sleep, log=self.log
-        )
-
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        """The budget named by ``rate_limit_key`` (default: the base URL), shared by every hook of this
-        process, of this machine with ``rate_limit_state_dir``, of every machine with a Redis connection."""
-        if self._rate_limiter is None:
-            s = self.settings
-            self._rate_limiter = shared_limiter(
-                s.budget_key(s.base_url),
-                s.rate_limit_calls,
-                s.rate_limit_period,
-                s.rate_limit_state_dir,
-                redis_conn_id=s.rate_limit_redis_conn_id,
-            )
-        return self._rate_limiter
+        return cast("ConnectionSettings", self.load_settings())
 
     def get_conn(self) -> requests.Session:
         """The hook's one ``requests.Session`` (keep-alive across pages and symbols)."""
