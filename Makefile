@@ -47,8 +47,11 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 	}
 
+# Two workers (one per core); a test file stays on one worker, so its module fixtures are built once.
+PYTEST_WORKERS ?= 2
+
 pytest: venv redis-server
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

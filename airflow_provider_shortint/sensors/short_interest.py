@@ -33,7 +33,8 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
 
     The reference date is ``after`` if given; else, with ``lake_path``, the latest ``trade_date`` the lake
     holds for ``symbol`` (read at every poke; nothing stored means any record counts); else any record
-    counts. Each poke is one request (``count=1``) through the hook the connection's type registers
+    counts. Each poke asks for the newest record (``count=1``; one request, and one retry of a transient
+    failure, ``poke_max_retries``) through the hook the connection's type registers
     (``shortint``: REST, ``futu_opend``: OpenD), opened for the poke and closed after it.
 
     XCom (``return_value``), only when done: ``{"symbol": "HK.00700", "trade_date": "2026-05-22"}``.
