@@ -129,3 +129,30 @@ ERRORS_BY_RET_CODE: dict[int, type[ShortInterestError]] = {
     -7: InvalidSymbolError,
     -8: UnsupportedSecurityError,
 }
+
+
+# -- the Parquet lake (airflow_provider_shortint.lake; docs/LAKE.md) -----------------------------------
+# Each also keeps the builtin base it had before it moved here, so ``except ValueError`` / ``except
+# OSError`` callers still catch it.
+
+
+class LakeError(ShortInterestError):
+    """Base of the lake's errors: a bad table, a failed write, writers that could not be kept apart."""
+
+    default_error_code = "lake_error"
+
+
+class LakeSchemaError(LakeError, ValueError):
+    """A table or stored file that is not in the lake schema and cannot be cast to it losslessly."""
+
+
+class LakeWriteError(LakeError, OSError):
+    """A partition could not be written (disk full, permission, network, lock not obtained in time)."""
+
+
+class LakeConflictError(LakeError, RuntimeError):
+    """Other writers replaced a partition every time this writer tried to, past the retry bound."""
+
+
+class LakeConcurrencyError(LakeError, RuntimeError):
+    """A second writer on a store that cannot keep concurrent writers apart: refused, nothing written."""

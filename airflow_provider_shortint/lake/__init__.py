@@ -20,6 +20,7 @@ from __future__ import annotations
 from airflow_provider_shortint.lake.errors import (
     LakeConcurrencyError,
     LakeConflictError,
+    LakeError,
     LakeSchemaError,
     LakeWriteError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "PART_FILE",
     "LakeConcurrencyError",
     "LakeConflictError",
+    "LakeError",
     "LakeSchemaError",
     "LakeWriteError",
     "ParquetLake",

@@ -1,19 +1,16 @@
-"""Errors of the lake: bad tables, failed writes, writers that could not be kept apart."""
+"""Errors of the lake, defined in :mod:`airflow_provider_shortint.exceptions` (DESIGN.md §2).
+
+Re-exported here so ``from airflow_provider_shortint.lake.errors import LakeWriteError`` keeps working.
+"""
 
 from __future__ import annotations
 
+from airflow_provider_shortint.exceptions import (
+    LakeConcurrencyError,
+    LakeConflictError,
+    LakeError,
+    LakeSchemaError,
+    LakeWriteError,
+)
 
-class LakeSchemaError(ValueError):
-    """A table or stored file that is not in the lake schema and cannot be cast to it losslessly."""
-
-
-class LakeWriteError(OSError):
-    """A partition could not be written (disk full, permission, network): names the lake and partition."""
-
-
-class LakeConflictError(RuntimeError):
-    """Other writers replaced a partition every time this writer tried to, past the retry bound."""
-
-
-class LakeConcurrencyError(RuntimeError):
-    """A second writer on a store that cannot keep concurrent writers apart: refused, nothing written."""
+__all__ = ["LakeConcurrencyError", "LakeConflictError", "LakeError", "LakeSchemaError", "LakeWriteError"]

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 S3_PROTOCOLS = ("s3", "s3a")
+# fsspec filesystems whose ``pipe_file(..., mode="create")`` is a real create-only precondition on the
+# service (gcsfs: ifGenerationMatch=0; adlfs: no overwrite). fsspec's default implementation checks
+# ``exists`` and then writes, which is no precondition, so every other filesystem gets no lease.
+CREATE_ONLY_PROTOCOLS = ("gs", "gcs", "abfs", "abfss", "az")
 
 
 def object_store(location: RemoteLocation) -> LakeStore:
@@ -86,6 +90,20 @@ class ObjectStore:
         path = self._path(rel)
         self.fs.pipe_file(path, data)
         self._forget(path)
+
+    @property
+    def can_create(self) -> bool:
+        return self.location.protocol in CREATE_ONLY_PROTOCOLS
+
+    def create(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` only if it does not exist (the service checks): ``FileExistsError`` otherwise."""
+        if not self.can_create:
+            raise NotImplementedError(f"{self.location.protocol}:// offers no create-only write")
+        path = self._path(rel)
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        finally:
+            self._forget(path)
 
     def delete(self, rel: str) -> None:
         path = self._path(rel)

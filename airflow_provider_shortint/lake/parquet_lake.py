@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 MAX_WRITE_ATTEMPTS = 12  # compare-and-swap: attempts per partition before LakeConflictError
 CONFLICT_BACKOFF = (0.02, 1.0)  # base and cap (s) of the jittered wait after a conflict
+# latest_dates(symbols): how far back, in records of the market's cadence (Market.cadence_days), it
+# looks for a wanted symbol before reporting it absent: 53 records = about a year for HK (weekly), two
+# for US (fortnightly). A symbol with no record in that window is reported absent, so the operator
+# fetches its whole history and the upsert keeps the identical stored rows unchanged (docs/LAKE.md).
+LOOKBACK_RECORDS = 53
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class ParquetLake:
         written: list[str] = []
         rows_written = rows_unchanged = partitions_unchanged = conflicts = 0
         single_writer = self._store.guard is WriteGuard.SINGLE_WRITER
-        with WriterLease(self._store, self._sleep) if single_writer else contextlib.nullcontext() as lease:
+        with WriterLease(self._store) if single_writer else contextlib.nullcontext() as lease:
             for index, (partition, incoming) in enumerate(parts):
                 try:
                     if isinstance(lease, WriterLease):
@@ -218,7 +223,8 @@ class ParquetLake:
             wrapped.errno = err.errno
             err = wrapped
         elif isinstance(err, LakeConflictError):
-            err.args = (f"lake {self.uri}: {err.args[0]}",)
+            err.message = f"lake {self.uri}: {err.message}"
+            err.args = (err.message,)
         err.add_note(note)
         return err
 
@@ -287,7 +293,9 @@ class ParquetLake:
 
         Reads only the ``symbol`` and ``trade_date`` columns. With ``symbols``, partitions are read
         newest first and reading stops once every symbol has been seen, so the cost follows the
-        recent data, not the history. Symbols absent from the lake are absent from the result.
+        recent data, not the history. Symbols absent from the lake are absent from the result, and so
+        is a symbol without a record in the last ``LOOKBACK_RECORDS`` cadences of its market: an
+        absent symbol costs at most that window, never a scan of the whole lake.
         """
         import pyarrow.dataset as ds
 
@@ -317,20 +325,35 @@ class ParquetLake:
             self._max_dates(self._table(files, ["symbol", "trade_date"]), found)
             return dict(sorted(found.items()))
         # Newest partitions first, in growing batches; stop once every symbol was seen (a file's
-        # trade_date equals its dt, so older partitions cannot hold a newer date).
-        by_day: dict[str, list[str]] = {}
+        # trade_date equals its dt, so older partitions cannot hold a newer date), or once the
+        # look-back window of each market with a missing symbol is read.
+        newest = {
+            market: max(partition_values(rel)[1] for rel in files if rel.startswith(f"market={market}/"))
+            for market in {partition_values(rel)[0] for rel in files}
+        }
+        oldest = {
+            market: day - dt.timedelta(days=MARKETS[market].cadence_days * LOOKBACK_RECORDS)
+            for market, day in newest.items()
+        }
+        by_day: dict[dt.date, list[str]] = {}
         for rel in files:
-            by_day.setdefault(rel.split("/")[1], []).append(rel)
+            market, day = partition_values(rel)
+            if day >= oldest[market]:
+                by_day.setdefault(day, []).append(rel)
         days = sorted(by_day, reverse=True)
         batch = 1
         while days and not wanted.issubset(found):
             chunk, days = days[:batch], days[batch:]
             batch = min(batch * 2, 64)
             missing = sorted(wanted - set(found))
+            open_markets = {market_of(symbol) for symbol in missing}
+            chunk_files = [
+                rel for day in chunk for rel in by_day[day] if partition_values(rel)[0] in open_markets
+            ]
+            if not chunk_files:
+                continue
             table = self._table(
-                [rel for day in chunk for rel in by_day[day]],
-                ["symbol", "trade_date"],
-                filter=ds.field("symbol").isin(missing),
+                chunk_files, ["symbol", "trade_date"], filter=ds.field("symbol").isin(missing)
             )
             self._max_dates(table, found)
         return dict(sorted(found.items()))

@@ -5,7 +5,8 @@ A store says through ``guard`` how concurrent writers are kept from losing each 
 - ``LOCK``: an exclusive per-partition lock (``LockingStore.lock``); read-merge-write happens under it.
 - ``COMPARE_AND_SWAP``: ``write`` replaces a file only if it is still the version ``read`` returned,
   else raises :class:`WriteConflict`; the lake re-reads, re-merges and tries again.
-- ``SINGLE_WRITER``: neither; the lake holds a writer lease and refuses a second writer (lease.py).
+- ``SINGLE_WRITER``: neither; the lake holds a writer lease, taken with a create-only write
+  (``CreateOnlyStore``), and refuses a second writer; without create-only writes it refuses to write.
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ class LockingStore(LakeStore, Protocol):
 
     def remove_stale_temps(self, partition: str) -> None:
         """Delete temp files dead writers left in the partition (the caller holds its lock)."""
+
+
+@runtime_checkable
+class CreateOnlyStore(LakeStore, Protocol):
+    """A store that may offer an atomic create-only write (the single-writer lease needs one)."""
+
+    @property
+    def can_create(self) -> bool:
+        """Whether ``create`` is atomic on this store (no exists-then-write emulation)."""
+
+    def create(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` only if it does not exist yet, atomically; else raise ``FileExistsError``."""
 
 
 def read_each(store: LakeStore, rels: Sequence[str]) -> Iterator[tuple[str, bytes]]:
