@@ -89,6 +89,12 @@ class FutuOpenDSettings(BudgetSettings):
         """Host (default 127.0.0.1), port (default 11111) and extras of a ``futu_opend`` connection."""
         name = getattr(conn, "conn_id", None)
         host = conn.host.strip() if isinstance(conn.host, str) else ""
+        if "@" in host:  # user info may hold a password: never echo what precedes the last "@"
+            raise _invalid(
+                f"connection {name!r} host {shown('***@' + host.rpartition('@')[2], 80)} must not "
+                "carry a user name or password (OpenD takes none): give only the gateway's host name "
+                "or address"
+            )
         if "://" in host or "/" in host or " " in host:
             raise _invalid(
                 f"connection {name!r} host {shown(host, 80)} must be a bare host name or address "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_shortint.assets import lake_uri
+from airflow_provider_shortint.connection_opend import DEFAULT_PORT, FutuOpenDSettings
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 #: Prefix of the API's dataset names: ``short-interest/HK``.
 API_DATASET = "short-interest"
 #: Connection type of the OpenD gateway (vendor SDK) and the port OpenD listens on by default.
-OPEND_CONN_TYPE = "futu_opend"
-OPEND_DEFAULT_PORT = 11111
+OPEND_CONN_TYPE = FutuOpenDSettings.conn_type
+OPEND_DEFAULT_PORT = DEFAULT_PORT
 
 
 def api_namespace(conn: Any) -> str:

@@ -21,13 +21,28 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_shortint.exceptions import NonRetryableError
+from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestConnectionError
+from airflow_provider_shortint.text import clip
 
 INSTALL_HINT = 'pip install "airflow-provider-shortint[futu]"'
 #: The SDK's own log records (warnings and above by default) are re-emitted on this logger.
 SDK_LOGGER = "airflow_provider_shortint.opend.sdk"
 _FT_LOGGER_MODULE = "futu.common.ft_logger"
 _STOP_WAIT = 5.0  # longest wait for an SDK thread or connection to wind down
+#: The SDK's own messages for a link that broke or went silent (futu-api 10: ``PacketErr`` names, the
+#: query-timeout tick, ``ReqInfo.wait``), as opposed to an answer the gateway sent.
+SDK_LINK_FAILURES = frozenset(
+    {
+        "Disconnect",
+        "PacketErr.Disconnect",
+        "Timeout",
+        "PacketErr.Timeout",
+        "SendFail",
+        "PacketErr.SendFail",
+        "Abnormal event timeout",
+        "Context status bad",
+    }
+)
 
 _load_lock = threading.Lock()
 _futu: types.ModuleType | None = None
@@ -177,8 +192,13 @@ def _route_sdk_log(ftlog: Any) -> None:
 def open_context(
     host: str, port: int, *, is_encrypt: bool, rsa_file: str | None, security_firm: str | None, timeout: float
 ) -> Any:
-    """A connected ``OpenQuoteContext`` (one attempt, no background reconnects), or a ``ConnectionError``
-    with the reason; whatever a failed attempt started is stopped first."""
+    """A connected ``OpenQuoteContext`` (one attempt, no background reconnects); whatever a failed
+    attempt started is stopped first.
+
+    Raises ``ShortInterestConnectionError`` (not retried) when the gateway answered InitConnect with a
+    refusal (wrong RSA key, version mismatch...), ``ConnectionError`` when it could not be reached or
+    did not answer (another attempt may succeed).
+    """
     futu = load_futu()
     global _users
     with _users_lock:
@@ -188,10 +208,15 @@ def open_context(
         kwargs: dict[str, Any] = {"host": host, "port": port, "is_encrypt": is_encrypt}
         if security_firm:
             kwargs["security_firm"] = security_firm
-        if is_encrypt and rsa_file:
-            futu.SysConfig.set_init_rsa_file(rsa_file)  # process-wide in the SDK
+        # Process-wide in the SDK, and read for *every* InitConnect: a key left set by an encrypted
+        # connection would encrypt the handshake of a plain one, which OpenD then cannot read.
+        futu.SysConfig.set_init_rsa_file(rsa_file if is_encrypt and rsa_file else "")
         ctx = _context_class()(**kwargs)
         if ctx.status != futu.ContextStatus.READY:
+            if ctx.refusal is not None:
+                raise ShortInterestConnectionError(
+                    f"OpenD at {host}:{port} refused the connection (InitConnect): {ctx.refusal}"
+                )
             reason = ctx.failure or "the connection was refused or timed out"
             raise ConnectionError(f"could not connect to OpenD at {host}:{port}: {reason}")
         ctx.set_sync_query_connect_timeout(timeout)
@@ -203,6 +228,11 @@ def open_context(
         else:
             _release()
         raise
+
+
+def is_ready(ctx: Any) -> bool:
+    """Whether ``ctx`` is still connected (the SDK marks it CLOSED when its link drops)."""
+    return bool(ctx.status == load_futu().ContextStatus.READY)
 
 
 def close_context(ctx: Any) -> None:
@@ -288,7 +318,8 @@ def _context_class() -> type:
         futu = load_futu()
 
         class OneShotQuoteContext(futu.OpenQuoteContext):  # type: ignore[misc,name-defined]
-            failure: str | None = None
+            failure: str | None = None  # why the connection failed (another attempt may succeed)
+            refusal: str | None = None  # the gateway's own message when it answered InitConnect "no"
 
             def _init_connect_sync(self) -> int:
                 ret: int = super()._init_connect_sync()
@@ -299,7 +330,10 @@ def _context_class() -> type:
             def _send_init_connect_sync(self) -> tuple[int, str]:
                 ret, msg = super()._send_init_connect_sync()
                 if ret != futu.RET_OK:
-                    self.failure = f"InitConnect refused: {msg}"
+                    if str(msg).strip() in SDK_LINK_FAILURES:  # no answer: the link broke or went silent
+                        self.failure = f"InitConnect got no answer: {msg}"
+                    else:
+                        self.refusal = clip(str(msg).strip() or "no message", 300)
                 return ret, msg
 
             def on_disconnect(self, conn_id: int, reason: Any, msg: str) -> None:

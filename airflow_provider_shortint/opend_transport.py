@@ -143,7 +143,8 @@ class OpenDTransport:
         return self._ctx is not None
 
     def context(self) -> Any:
-        """The open context, connecting first if needed (a refused connection is a TransientFailure)."""
+        """The open context, connecting first if needed: an unreachable gateway is a TransientFailure,
+        an InitConnect the gateway refused a ``ShortInterestConnectionError`` (not retried)."""
         if self._ctx is None:
             from airflow_provider_shortint.opend_sdk import open_context
 
@@ -169,12 +170,21 @@ class OpenDTransport:
         ret, us_df, hk_df = ctx.get_short_interest(symbol, next_key=next_key, num=count)
         if ret == 0:  # futu.RET_OK
             return us_df, hk_df
-        failure = classify(symbol, str(us_df))
+        message = str(us_df)
+        failure = classify(symbol, message)
         if failure is None:
             return empty_frames()
-        if isinstance(failure, TransientFailure) and failure.error_code in ("connection_error", "timeout"):
+        if isinstance(failure, TransientFailure) and self._link_failed(ctx, message):
             self.close()  # the SDK does not reconnect by itself (see opend_sdk); the retry opens anew
         raise failure
+
+    @staticmethod
+    def _link_failed(ctx: Any, message: str) -> bool:
+        """Whether the connection itself failed (the SDK's own Disconnect/Timeout, or the context is no
+        longer connected); a timeout or error the gateway reported is retried on the same connection."""
+        from airflow_provider_shortint.opend_sdk import SDK_LINK_FAILURES, is_ready
+
+        return message.strip() in SDK_LINK_FAILURES or not is_ready(ctx)
 
     def close(self) -> None:
         """Close the context (its socket and threads are gone when this returns)."""

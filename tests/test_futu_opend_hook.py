@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
+import pickle
 import re
 import socket
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import pytest
 from airflow_provider_shortint.exceptions import (
     InvalidParameterError,
     InvalidSymbolError,
+    ShortInterestConnectionError,
     ShortInterestResponseError,
     ShortInterestServerError,
     UnsupportedSecurityError,
@@ -299,6 +302,45 @@ def test_refused_connection_retried_then_server_error(opend_hook_for: HookFactor
     assert not ok and "could not connect" in message
 
 
+def test_refused_init_connect_fails_at_once_naming_the_gateways_message(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer, rsa_key_file: str
+) -> None:
+    # The sandbox answers an encrypted InitConnect with a refusal (as OpenD does a wrong RSA key).
+    hook = opend_hook_for(is_encrypt=True, rsa_private_key=rsa_key_file, max_retries=4)
+    with pytest.raises(ShortInterestConnectionError) as info:
+        hook.get_page("HK.00700")
+    message = str(info.value)
+    assert f"OpenD at 127.0.0.1:{opend_sandbox.opend_port} refused the connection" in message
+    assert "without encryption only" in message  # the gateway's own words
+    assert hook.requests_made == 1 and not hook.transport.is_open  # one attempt, nothing left open
+    assert opend_requests(opend_sandbox) == 0  # refused at the handshake: no request reached the door
+
+
+def test_gateway_timeout_retried_on_the_same_connection(
+    opend_hook_for: HookFactory, opend_sandbox: SandboxServer
+) -> None:
+    # The sandbox numbers the sessions it accepts (InitConnect's connID): 1 here means no reconnect.
+    clean = opend_hook_for().get_history("US.AAPL", page_size=20)
+    opend_sandbox.configure(http5xx_rate=0.4, seed=5)  # OpenD replies NN_ProtoRet_TimeOut (retType -100)
+    hook = opend_hook_for(max_retries=10)
+    table = hook.get_history("US.AAPL", page_size=20)
+    stats = opend_sandbox.stats()
+    assert stats["faults"]["http5xx"] >= 3 and stats["by_ret_type"]["-100"] == stats["faults"]["http5xx"]
+    pages = math.ceil(len(opend_sandbox.history("US.AAPL")) / 20)
+    assert hook.requests_made == pages + stats["faults"]["http5xx"]  # plus one retry per fault
+    keep = [n for n in clean.column_names if n != "ingested_at"]
+    assert table.select(keep).equals(clean.select(keep))
+    assert hook.get_conn().get_sync_conn_id() == 2  # the clean hook had 1; no reconnect for hook 2
+    # The SDK's own "Disconnect" (the gateway drops the line) does close it: each retry reconnects.
+    opend_sandbox.configure(http5xx_rate=0.0, malformed_rate=1.0)
+    dropped = opend_hook_for(max_retries=2)
+    with pytest.raises(ShortInterestServerError, match="Disconnect"):
+        dropped.get_page("US.AAPL", count=1)
+    opend_sandbox.configure(malformed_rate=0.0)
+    assert dropped.get_conn().get_sync_conn_id() == 3 + 3  # sessions 3, 4, 5 dropped; 6 is fresh
+    assert hook.get_conn().get_sync_conn_id() == 2 and hook.get_page("US.AAPL", count=1).items
+
+
 def test_gateway_rate_limit_waits_and_succeeds(
     opend_hook_for: HookFactory, opend_sandbox: SandboxServer
 ) -> None:
@@ -370,6 +412,27 @@ def test_bad_connection_settings(monkeypatch: Any, conn: dict[str, Any], pattern
     monkeypatch.setenv("AIRFLOW_CONN_BAD_OPEND", json.dumps({"conn_type": "futu_opend", **conn}))
     with pytest.raises(InvalidParameterError, match=pattern):
         FutuOpenDHook(futu_opend_conn_id="bad_opend").get_page("HK.00700")
+
+
+@pytest.mark.parametrize("host", ["http://user:s3cretpw@gw", "user:s3cretpw@gw", " opend:s3cretpw@127.0.0.1"])
+def test_user_info_in_host_refused_without_echoing_it(monkeypatch: Any, host: str) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_USERINFO", json.dumps({"conn_type": "futu_opend", "host": host, "port": 11111})
+    )
+    hook = FutuOpenDHook(futu_opend_conn_id="userinfo")
+    with pytest.raises(InvalidParameterError, match="must not carry a user name or password") as info:
+        hook.get_page("HK.00700")  # refused while reading the connection: no context is ever opened
+    error = info.value
+    shown_to_users = [
+        str(error),
+        repr(error),
+        error.message,
+        pickle.dumps(error),
+        str(pickle.loads(pickle.dumps(error))),
+    ]
+    for text in shown_to_users:
+        assert (b"s3cretpw" if isinstance(text, bytes) else "s3cretpw") not in text
+    assert "***@" in str(error) and hook.requests_made == 0 and hook._transport is None
 
 
 def test_defaults_and_unknown_security_firm(opend_hook_for: HookFactory, monkeypatch: Any) -> None:

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from airflow_provider_shortint.connection import BudgetSettings
 from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestError
 from airflow_provider_shortint.retry import backoff_delay
 from airflow_provider_shortint.text import clip
@@ -35,9 +36,10 @@ MIN_POKE_INTERVAL = 0.1
 #: Longest wait for the hook's ``close()`` at the end of a run (the SDK's close joins its threads).
 CLOSE_WAIT = 5.0
 
-#: The connection defaults (DESIGN.md §4), for a hook whose settings do not name them.
-_DEFAULT_TIMEOUT = 30.0
-_DEFAULT_PERIOD = 30.0
+#: The connection defaults (DESIGN.md §4, declared in ``connection.py``), for a hook whose settings do
+#: not name them.
+_DEFAULT_TIMEOUT = BudgetSettings.timeout
+_DEFAULT_PERIOD = BudgetSettings.rate_limit_period
 
 PollKind = Literal["newest", "transient", "permanent"]
 _T = TypeVar("_T")
