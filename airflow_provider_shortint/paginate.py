@@ -51,7 +51,8 @@ class NextKeyPaginator:
     """The state of one symbol's walk back through history, newest page first.
 
     ``count``/``next_key`` are what to ask for next; :meth:`update` takes what a page said and decides
-    whether there is another. A key seen twice, or more than ``max_pages`` pages, is a server fault.
+    whether there is another. A key seen twice, a page that reaches no further back than the one before
+    it, or more than ``max_pages`` pages, is a server fault.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class NextKeyPaginator:
         self.has_next_page = True
         self.pages = 0
         self._seen: set[str] = set()
+        self._oldest: dt.date | None = None
 
     def update(self, next_key: str | None, oldest: dt.date | None) -> None:
         """Record a page's ``next_key`` and oldest trade date; raise if the server is looping."""
@@ -90,6 +92,14 @@ class NextKeyPaginator:
                 "stopping instead of looping",
                 symbol=self.symbol,
             )
+        if self._oldest is not None and oldest >= self._oldest:
+            raise ShortInterestResponseError(
+                f"{self.symbol}: page {self.pages} reaches back only to {oldest.isoformat()}, no older than "
+                f"the page before it ({self._oldest.isoformat()}); the server is serving the same records "
+                "again under a new next_key, stopping instead of looping",
+                symbol=self.symbol,
+            )
+        self._oldest = oldest
         if self.max_pages is not None and self.pages >= self.max_pages:
             raise ShortInterestResponseError(
                 f"{self.symbol}: the server still had a next page after {self.pages} pages of up to "

@@ -26,6 +26,9 @@ _T = TypeVar("_T")
 
 # Longest wait a Retry-After header can impose (a broken "Retry-After: 1e9" must not park a task forever).
 MAX_RETRY_AFTER = 300.0
+#: Most time one call may spend waiting between its attempts, all retries together: 300 s per
+#: Retry-After times up to 100 retries would otherwise park one request for hours.
+MAX_TOTAL_WAIT = 15 * 60.0
 
 
 class TransientFailure(Exception):
@@ -74,7 +77,9 @@ class RetryPolicy:
     """Retry a call on :class:`TransientFailure`: ``max_retries`` more attempts, backoff with jitter.
 
     After the last attempt the failure becomes a :class:`ShortInterestServerError` naming the symbol and
-    the number of attempts. ``sleep`` is injectable so tests do not wait.
+    the number of attempts. The waits of one call together stay within ``max_total_wait`` (default
+    :data:`MAX_TOTAL_WAIT`): a retry whose wait would pass it is not made. ``sleep`` is injectable so
+    tests do not wait.
     """
 
     def __init__(
@@ -85,8 +90,10 @@ class RetryPolicy:
         *,
         sleep: Callable[[float], None] = time.sleep,
         log: Any = None,
+        max_total_wait: float = MAX_TOTAL_WAIT,
     ) -> None:
         self.max_retries = max_retries
+        self.max_total_wait = max_total_wait
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.sleep = sleep
@@ -124,8 +131,17 @@ class RetryPolicy:
                 self.limit(failure),
             )
 
+        over_budget = [0.0]
+
         def stop(retry_state: RetryCallState) -> bool:
-            return retry_state.attempt_number >= self.limit(_failure_of(retry_state))
+            # tenacity computes the wait before it asks whether to stop: upcoming_sleep is this wait.
+            if retry_state.attempt_number >= self.limit(_failure_of(retry_state)):
+                return True
+            total = retry_state.idle_for + retry_state.upcoming_sleep
+            if total > self.max_total_wait:
+                over_budget[0] = total
+                return True
+            return False
 
         made = [0]
 
@@ -144,8 +160,14 @@ class RetryPolicy:
         try:
             return retrying(counted)
         except TransientFailure as failure:
+            why = (
+                f" (the next wait would bring this request's waits to {over_budget[0]:.0f} s, over the "
+                f"{self.max_total_wait:.0f} s allowed per request)"
+                if over_budget[0]
+                else ""
+            )
             raise ShortInterestServerError(
-                f"{symbol}: {failure.reason}; gave up after {made[0]} attempt(s)",
+                f"{symbol}: {failure.reason}; gave up after {made[0]} attempt(s){why}",
                 ret_code=failure.ret_code,
                 error_code=failure.error_code,
                 symbol=symbol,

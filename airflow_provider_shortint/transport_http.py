@@ -3,9 +3,11 @@
 ``HttpTransport.send`` makes one attempt: a bounded response (:mod:`http_bounds`: a total deadline and
 a byte cap after decompression), then the error table of DESIGN.md §2. Transient failures raise
 :class:`retry.TransientFailure` for the caller's :class:`retry.RetryPolicy`; everything else raises the
-provider's exception at once. Misconfiguration that no retry can fix (host not resolved, TLS handshake
-failed, plain HTTP on an https URL) raises ``ShortInterestConnectionError`` naming the cause; a refused
-port is retried once (the server may be restarting), then fails. Messages never carry the token.
+provider's exception at once. Misconfiguration that no retry can fix (host not resolved, TLS certificate
+not trusted, plain HTTP on an https URL) raises ``ShortInterestConnectionError`` naming the cause; other
+TLS failures (a handshake cut by a restarting load balancer) are transient; a refused port is retried
+once (the server may be restarting), then fails. Redirects are not followed: a 3xx raises at once, so
+one budget slot, one deadline and one byte cap cover exactly one request. Messages never carry the token.
 """
 
 from __future__ import annotations
@@ -89,16 +91,37 @@ class HttpTransport:
                 timeout=self.settings.timeout,
                 stream=True,
                 verify=self.settings.verify_ssl,
+                allow_redirects=False,  # each hop would escape the budget slot, the deadline and the cap
             )
         except requests.RequestException as err:
             failure = self._request_failure(err)
         if failure is not None:  # raised outside the except block: nothing of requests is chained
             raise failure
+        if 300 <= response.status_code < 400:
+            response.close()
+            raise self._redirect(symbol, response)
         try:
             status, body = response.status_code, self._body(symbol, response)
         finally:
             response.close()
         return self.interpret(symbol, status, body, response)
+
+    def _redirect(self, symbol: str, response: requests.Response) -> ShortInterestResponseError:
+        """A 3xx is refused, naming where it pointed (scheme and host only: no credentials, no query)."""
+        status = response.status_code
+        location = response.headers.get("Location")
+        target = "no Location"
+        if location:
+            parts = urlsplit(requests.compat.urljoin(self.settings.base_url, location))
+            port = f":{parts.port}" if _safe_port(parts) else ""
+            target = f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else "an unreadable URL"
+        return ShortInterestResponseError(
+            f"{symbol}: HTTP {status} redirect to {clip(target, 120)}; redirects are not followed (each "
+            f"would be a request outside the budget): set the host of connection {self.conn_id!r} to the "
+            "API's final base URL",
+            symbol=symbol,
+            status=status,
+        )
 
     # -- the body and the error table ---------------------------------------------------------------------
 
@@ -147,8 +170,8 @@ class HttpTransport:
         except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON ("[[[[...")
             payload = None
         if isinstance(payload, dict) and "ret_code" in payload:
-            return self._dispatch(symbol, status, payload, body)
-        if status >= 500:
+            return self._dispatch(symbol, status, payload, body, wait)
+        if status >= 500 or status == 408:  # 408: the server gave up waiting for us; try again
             raise TransientFailure(
                 f"HTTP {status}: {excerpt(body, 60)!r}", "http_error", retry_after=wait, status=status
             )
@@ -161,7 +184,7 @@ class HttpTransport:
         )
 
     def _dispatch(
-        self, symbol: str, status: int, payload: dict[str, Any], body: bytes
+        self, symbol: str, status: int, payload: dict[str, Any], body: bytes, wait: float | None = None
     ) -> dict[str, Any] | None:
         ret_code = payload["ret_code"]
         raw_error = payload.get("error")
@@ -173,7 +196,13 @@ class HttpTransport:
         if ret_code == -10:
             return None
         if ret_code == -5:
-            raise TransientFailure(f"internal error (ret_code -5): {message}", "internal_error", ret_code=-5)
+            raise TransientFailure(
+                f"internal error (ret_code -5): {message}",
+                "internal_error",
+                ret_code=-5,
+                retry_after=wait,
+                status=status,
+            )
         error_class = ERRORS_BY_RET_CODE.get(ret_code) if isinstance(ret_code, int) else None
         if error_class is None:
             raise ShortInterestResponseError(
@@ -223,7 +252,11 @@ class HttpTransport:
         reason = "temporary failure in name resolution" if gai is not None else type(err).__name__
         return TransientFailure(f"connection to {url} failed ({reason})", "connection_error")
 
-    def _tls_failure(self, err: BaseException, causes: list[BaseException]) -> ShortInterestConnectionError:
+    def _tls_failure(
+        self, err: BaseException, causes: list[BaseException]
+    ) -> ShortInterestConnectionError | TransientFailure:
+        """Permanent for an untrusted certificate or plain HTTP on an https URL; any other TLS failure
+        (EOF in the handshake while a load balancer restarts, a reset) is transient."""
         url = self.settings.base_url
         reason = next((c for c in causes if isinstance(c, ssl.SSLError)), err)
         text = str(reason)
@@ -232,19 +265,30 @@ class HttpTransport:
                 f"TLS handshake with {_host_port(url)} failed: the server answered in plain HTTP. "
                 f"Use http:// in the host of connection {self.conn_id!r} (or point it at the TLS port)"
             )
-        elif isinstance(reason, ssl.SSLCertVerificationError):
-            detail = clip(str(reason.verify_message or text), 120)
+        elif isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            detail = clip(str(getattr(reason, "verify_message", None) or text), 120)
             message = (
                 f"TLS certificate of {_host_port(url)} not trusted ({detail}); install the CA or, for a "
                 f"test server only, set verify_ssl false on connection {self.conn_id!r}"
             )
         else:
-            message = f"TLS handshake with {_host_port(url)} failed ({clip(text, 160)})"
+            return TransientFailure(
+                f"TLS handshake with {_host_port(url)} failed ({type(reason).__name__}: {clip(text, 160)})",
+                "connection_error",
+            )
         return ShortInterestConnectionError(message, error_code="tls_handshake_failed")
 
 
 # OpenSSL's words when a TLS client gets a plain-HTTP answer ("HTTP/1.1 400 ...") to its hello.
 _PLAIN_HTTP_MARKERS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure", "http request")
+
+
+def _safe_port(parts: Any) -> bool:
+    """True when the URL's port is readable (``urlsplit(...).port`` raises on garbage)."""
+    try:
+        return parts.port is not None
+    except ValueError:
+        return False
 
 
 def _host_port(url: str) -> str:

@@ -258,3 +258,53 @@ def hostile_tls(self_signed_tls: ssl.SSLContext) -> Iterator[HostileServer]:
     server = HostileServer(tls=self_signed_tls)
     yield server
     server.close()
+
+
+class HandshakeCutter:
+    """A TCP server on 127.0.0.1 that reads each TLS ClientHello and closes: the EOF a client sees when a
+    load balancer restarts mid-handshake. Counts connections; bounded like :class:`HostileServer`."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = int(self._sock.getsockname()[1])
+        self._thread = threading.Thread(target=self._serve, name="handshake-cutter", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)  # the whole ClientHello, so closing sends FIN, not RST
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
+@pytest.fixture
+def handshake_cutter() -> Iterator[HandshakeCutter]:
+    server = HandshakeCutter()
+    yield server
+    server.close()

@@ -30,8 +30,18 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.records import midnight_ms
+from airflow_provider_shortint.retry import MAX_TOTAL_WAIT
 from airflow_provider_shortint.transport_http import MAX_RESPONSE_BYTES
-from tests._fixtures_hostile import HostileServer, Request, chunked, envelope, gzip_bomb, head, respond
+from tests._fixtures_hostile import (
+    HandshakeCutter,
+    HostileServer,
+    Request,
+    chunked,
+    envelope,
+    gzip_bomb,
+    head,
+    respond,
+)
 
 HookFactory = Callable[..., ShortInterestHook]
 _ids = iter(range(1_000_000))
@@ -41,10 +51,11 @@ _ids = iter(range(1_000_000))
 def hook_on(use_conn: Callable[..., str]) -> HookFactory:
     """A hook on ``url`` with the test connection's fast retries; extras may be overridden."""
 
-    def build(url: str, **extra: Any) -> ShortInterestHook:
+    def build(url: str, sleep: Callable[[float], None] | None = None, **extra: Any) -> ShortInterestHook:
         password = extra.pop("password", None)
         conn_id = use_conn(url, conn_id=f"hostile_{next(_ids)}", password=password, **extra)
-        return ShortInterestHook(shortint_conn_id=conn_id)
+        options: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+        return ShortInterestHook(shortint_conn_id=conn_id, **options)
 
     return build
 
@@ -359,3 +370,129 @@ def test_tls_works_when_verification_is_off(hostile_tls: HostileServer, hook_on:
     hostile_tls.behave(respond(200, envelope([item("HK.00700", dt.date(2026, 5, 15))])))
     page = hook_on(hostile_tls.url, verify_ssl=False).get_page("HK.00700", count=1)
     assert page.items[0]["trade_date"] == dt.date(2026, 5, 15) and len(hostile_tls.requests) == 1
+
+
+def test_handshake_cut_by_the_server_is_retried(
+    handshake_cutter: HandshakeCutter, hook_on: HookFactory
+) -> None:
+    """An EOF in the TLS handshake (a load balancer restarting) is transient: retried, then a server error;
+    only an untrusted certificate or plain HTTP on https fails at once (test_misconfiguration_is_not_retried).
+    """
+    slept: list[float] = []
+    hook = hook_on(handshake_cutter.url, sleep=slept.append, max_retries=2)
+    with pytest.raises(
+        ShortInterestServerError, match=r"TLS handshake with 127\.0\.0\.1:\d+ failed"
+    ) as caught:
+        hook.get_latest("HK.00700")
+    assert (
+        caught.value.error_code == "connection_error" and "gave up after 3 attempt(s)" in caught.value.message
+    )
+    assert hook.requests_made == 3 == handshake_cutter.connections and len(slept) == 2
+
+
+# -- redirects, stale pages, odd statuses ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "shown_as"),
+    [
+        ("/v1/quote/HK.00700/short-selling/short-interest?count=1", "http://127.0.0.1:{port}"),  # a loop
+        ("https://user:secret@elsewhere.example:8443/api?token=leak#frag", "https://elsewhere.example:8443"),
+    ],
+)
+def test_redirect_is_one_request_and_a_clear_error(
+    hostile: HostileServer, hook_on: HookFactory, location: str, shown_as: str
+) -> None:
+    """A 3xx is not followed (each hop would escape the budget slot, the deadline and the byte cap), nor
+    retried; the error names the status and the target's scheme and host, never its credentials or query."""
+    hostile.behave(respond(302, b"", {"Location": location}))
+    hook = hook_on(hostile.url, max_retries=5)
+    with pytest.raises(ShortInterestResponseError, match=r"HTTP 302 redirect to ") as caught:
+        hook.get_latest("HK.00700")
+    message = caught.value.message
+    assert shown_as.format(port=hostile.port) in message and caught.value.status == 302
+    assert not any(secret in texts_of(caught.value) for secret in ("user", "secret", "token=leak", "frag"))
+    assert len(hostile.requests) == 1 == hook.requests_made
+
+
+def test_same_page_under_fresh_keys_stops(hostile: HostileServer, hook_on: HookFactory) -> None:
+    """A server re-serving one page under ever new keys is stopped at the second page, naming the symbol."""
+    page = [item("US.AAPL", dt.date(2026, 5, 15)), item("US.AAPL", dt.date(2026, 4, 30))]
+
+    def behaviour(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        server.write(conn, head(200, None, None) + envelope(page, next_key=f"fresh-{len(server.requests)}"))
+
+    hostile.behave(behaviour)
+    hook = hook_on(hostile.url)
+    pattern = r"US\.AAPL: page 2 reaches back only to 2026-04-30, no older than the page before it"
+    with pytest.raises(ShortInterestResponseError, match=pattern) as caught:
+        hook.get_history("US.AAPL", page_size=2)
+    assert caught.value.symbol == "US.AAPL" and len(hostile.requests) == 2
+
+
+def test_408_with_an_html_body_is_retried(hostile: HostileServer, hook_on: HookFactory) -> None:
+    """408 (the server timed out waiting for us) is transient like a 5xx, whatever its body."""
+
+    def behaviour(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        if len(server.requests) == 1:
+            page = b"<html>Request Timeout</html>"
+            server.write(conn, head(408, None, len(page)) + page)
+        else:
+            body = envelope([item("HK.00700", dt.date(2026, 5, 15))])
+            server.write(conn, head(200, None, len(body)) + body)
+
+    hostile.behave(behaviour)
+    slept: list[float] = []
+    hook = hook_on(hostile.url, sleep=slept.append)
+    latest = hook.get_latest("HK.00700")
+    assert latest is not None and latest["trade_date"] == dt.date(2026, 5, 15)
+    assert len(hostile.requests) == 2 and len(slept) == 1
+
+
+def test_internal_error_honours_retry_after(hostile: HostileServer, hook_on: HookFactory) -> None:
+    """ret_code -5 with Retry-After: the wait is at least what the server asked for."""
+    busy = json.dumps({"ret_code": -5, "ret_msg": "busy"}).encode()
+
+    def behaviour(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        if len(server.requests) == 1:
+            server.write(conn, head(200, {"Retry-After": "7"}, len(busy)) + busy)
+        else:
+            body = envelope([])
+            server.write(conn, head(200, None, len(body)) + body)
+
+    hostile.behave(behaviour)
+    slept: list[float] = []
+    assert hook_on(hostile.url, sleep=slept.append).get_latest("HK.00700") is None
+    assert len(slept) == 1 and 7.0 <= slept[0] <= 7.8 and len(hostile.requests) == 2
+
+
+def test_retries_stop_at_the_total_wait_budget(hostile: HostileServer, hook_on: HookFactory) -> None:
+    """Retry-After: 300 on every answer and 100 retries allowed: the waits stop at MAX_TOTAL_WAIT (900 s),
+    not after 100 x 300 s, with a message saying why."""
+    hostile.behave(respond(429, b"{}", {"Retry-After": "300"}))
+    slept: list[float] = []
+    hook = hook_on(hostile.url, sleep=slept.append, max_retries=100)
+    with pytest.raises(ShortInterestServerError, match=r"over the 900 s allowed per request") as caught:
+        hook.get_latest("HK.00700")
+    assert slept == [300.0, 300.0, 300.0] and sum(slept) <= MAX_TOTAL_WAIT
+    assert len(hostile.requests) == 4 and "gave up after 4 attempt(s)" in caught.value.message
+
+
+def test_test_connection_does_not_wait_for_a_busy_budget(
+    hostile: HostileServer, hook_on: HookFactory
+) -> None:
+    """A budget with no free slot answers "busy" at once: no request, no wait (one call per 10 min here)."""
+    hostile.behave(respond(200, envelope([item("HK.00700", dt.date(2026, 5, 15))])))
+    slept: list[float] = []
+    hook = hook_on(
+        hostile.url,
+        sleep=slept.append,
+        rate_limit_calls=1,
+        rate_limit_period=600,
+        rate_limit_key=f"busy-{hostile.port}",  # a budget of this test's own
+    )
+    ok, message = hook.test_connection()
+    assert ok and message == f"Connected to {hostile.url}: HK.00700 newest record 2026-05-15"
+    ok, message = hook.test_connection()  # the one slot of this budget is used for 10 minutes
+    assert not ok and message.startswith("request budget busy (full, 1 used in the last period")
+    assert len(hostile.requests) == 1 == hook.requests_made and slept == []

@@ -291,3 +291,18 @@ def test_every_argument_is_documented() -> None:
 def test_lineage_is_empty_until_execute_ran() -> None:
     op = ShortInterestToParquetOperator(task_id="t", symbols="HK.00700", lake_path="/data/lake")
     assert op.get_openlineage_facets_on_complete(None) is None
+
+
+def test_bad_connection_fails_the_task_not_the_symbols(
+    sandbox: SandboxServer, use_conn: Any, tmp_path: Path
+) -> None:
+    """A connection error (here extra timeout="abc") fails the task with the connection's message even with
+    on_symbol_error="warn", instead of being recorded as every symbol "rejected by the API"."""
+    use_conn(sandbox.url, timeout="abc")
+    op = ShortInterestToParquetOperator(
+        task_id="t", symbols=["HK.00700", "US.AAPL"], lake_path=str(tmp_path / "lake"), on_symbol_error="warn"
+    )
+    with pytest.raises(InvalidParameterError, match="timeout") as caught:
+        op.execute(context={})  # type: ignore[arg-type]
+    assert "rejected" not in caught.value.message and caught.value.symbol is None
+    assert sandbox.stats()["requests"] == 0

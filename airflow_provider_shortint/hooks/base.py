@@ -7,17 +7,24 @@ conversion and the latest-record shortcut are written once, here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_shortint.exceptions import InvalidParameterError
-from airflow_provider_shortint.markets import market_of
-from airflow_provider_shortint.paginate import NextKeyPaginator, RawPage, is_last, paginate
+from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestError
+from airflow_provider_shortint.markets import MARKETS, market_of
+from airflow_provider_shortint.paginate import (
+    NextKeyPaginator,
+    RawPage,
+    history_page_bound,
+    is_last,
+    paginate,
+)
 from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
 from airflow_provider_shortint.records import (
     RepeatedDateGuard,
@@ -33,12 +40,14 @@ from airflow_provider_shortint.text import register_secret, shown
 from airflow_provider_shortint.validation import to_date, validate_count
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import pandas as pd
     import pyarrow as pa
 
     from airflow_provider_shortint.connection import BudgetSettings
+
+
+class _BudgetBusy(Exception):
+    """No budget slot is free right now (raised only while :meth:`test_connection` probes)."""
 
 
 class ShortInterestBaseHook(BaseHook):
@@ -75,6 +84,7 @@ class ShortInterestBaseHook(BaseHook):
         self._loaded: BudgetSettings | None = None
         #: Requests sent so far by this hook (every attempt counts); the operator reports it.
         self.requests_made = 0
+        self._probing = False  # test_connection: no retry, no waiting for the budget
 
     # -- what a transport says about its connection -----------------------------------------------------
 
@@ -89,6 +99,10 @@ class ShortInterestBaseHook(BaseHook):
     def secret_of(self, settings: Any) -> str | None:
         """A secret of the settings to mask in logs and messages (the REST token); None by default."""
         return None
+
+    def describe_endpoint(self) -> str:
+        """Where the hook connects, for :meth:`test_connection`'s success message."""
+        raise NotImplementedError
 
     # -- settings, retries and budget, once for every transport -----------------------------------------
 
@@ -128,8 +142,9 @@ class ShortInterestBaseHook(BaseHook):
 
     @property
     def retry_policy(self) -> RetryPolicy:
-        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``)."""
-        return self._policy(self.max_retries)
+        """How transient failures are retried (the connection's ``max_retries`` and ``backoff_base``;
+        none while :meth:`test_connection` probes)."""
+        return self._policy(0 if self._probing else self.max_retries)
 
     def _policy(self, max_retries: int) -> RetryPolicy:
         return RetryPolicy(
@@ -152,6 +167,26 @@ class ShortInterestBaseHook(BaseHook):
             )
         return self._rate_limiter
 
+    @contextlib.contextmanager
+    def budget_slot(self) -> Iterator[None]:
+        """One slot of the budget around one request (counted in ``requests_made``); while
+        :meth:`test_connection` probes, only a slot free right now (else ``_BudgetBusy``)."""
+        limiter = self.rate_limiter
+        if not self._probing:
+            with limiter.slot():
+                self.requests_made += 1
+                yield
+            return
+        taken = limiter.try_acquire()
+        if not isinstance(taken, str):
+            wait, why = taken
+            raise _BudgetBusy(f"{why}; a slot frees in about {wait:.1f} s")
+        try:
+            self.requests_made += 1
+            yield
+        finally:
+            limiter.release(taken)
+
     # -- the transport --------------------------------------------------------------------------------
 
     def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
@@ -160,8 +195,9 @@ class ShortInterestBaseHook(BaseHook):
         raise NotImplementedError
 
     def max_pages(self, symbol: str, page_size: int) -> int | None:
-        """Most pages one symbol's history can take at ``page_size``; None for no bound."""
-        return None
+        """Most pages one symbol's history can take at ``page_size``: the market's cadence over a generous
+        span (``paginate.history_page_bound``); a server that pages without end is a fault."""
+        return history_page_bound(MARKETS[market_of(symbol)], page_size)
 
     def close(self) -> None:
         """Release the transport's connection (the hook can be used again afterwards)."""
@@ -173,16 +209,11 @@ class ShortInterestBaseHook(BaseHook):
 
         :param symbol: e.g. "HK.00700" or "us.aapl" (normalised; malformed or other markets raise first).
         :param count: items on the page, 1..``max_count``.
-        :param next_key: the ``next_key`` of the previous page, or None for the newest page.
+        :param next_key: the ``next_key`` of the previous page, or None (or "") for the newest page.
         """
         symbol = normalize_symbol(symbol)
         count = validate_count(count, "count", self.max_count)
-        if next_key is not None and (not isinstance(next_key, str) or is_last(next_key)):
-            raise InvalidParameterError(
-                f"next_key must be a key returned by a previous page, got {shown(next_key)} "
-                "(that value marks the last page)"
-            )
-        raw = self.fetch_raw_page(symbol, count, next_key)
+        raw = self.fetch_raw_page(symbol, count, checked_next_key(next_key))
         return ShortInterestPage(symbol, market_of(symbol), parse_items(symbol, raw.items), raw.next_key)
 
     def iter_pages(
@@ -266,6 +297,26 @@ class ShortInterestBaseHook(BaseHook):
         """
         raise NotImplementedError
 
+    def test_connection(self) -> tuple[bool, str]:
+        """One request for HK.00700's newest record: no retry, and no wait for the request budget (a
+        budget with no free slot answers "busy" at once), so it is bounded by the connection's timeout.
+        ``(ok, message)`` for the Airflow UI; the message names the root cause of a failure."""
+        self._probing = True
+        try:
+            self.load_settings()
+            latest = self.get_latest("HK.00700")
+        except _BudgetBusy as err:
+            return False, f"request budget busy ({err}); nothing was sent, try again shortly"
+        except ShortInterestError as err:
+            return False, f"{type(err).__name__}: {err.message}"
+        except Exception as err:
+            return False, f"{type(err).__name__}: {shown(str(err), 300)}"
+        finally:
+            self._probing = False
+            self.close()
+        newest = latest["trade_date"].isoformat() if latest else "no data"
+        return True, f"Connected to {self.describe_endpoint()}: HK.00700 newest record {newest}"
+
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _paginator(
@@ -283,3 +334,16 @@ class ShortInterestBaseHook(BaseHook):
 
     def _fetcher(self, symbol: str) -> Callable[[int, str | None], RawPage]:
         return functools.partial(self.fetch_raw_page, symbol)
+
+
+def checked_next_key(next_key: object) -> str | None:
+    """The one ``next_key`` rule of both hooks: None or "" ask for the newest page; a key a page returned
+    is sent as is; "-1" (the SDK's end marker) or a non-string raises."""
+    if next_key is None or next_key == "":
+        return None
+    if not isinstance(next_key, str) or is_last(next_key):
+        raise InvalidParameterError(
+            f"next_key must be a key returned by a previous page, got {shown(next_key)} "
+            "(that value marks the last page)"
+        )
+    return next_key

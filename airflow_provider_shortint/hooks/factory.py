@@ -47,11 +47,6 @@ async def ahook_for_connection(conn_id: str, **kwargs: Any) -> ShortInterestBase
     return hook
 
 
-def conn_id_keyword(conn_type: str | None) -> str:
-    """The constructor keyword that takes the conn id for hooks of ``conn_type``."""
-    return _entry(conn_type, None)[2]
-
-
 def _entry(conn_type: str | None, conn_id: str | None) -> tuple[str, str, str]:
     entry = HOOKS_BY_CONN_TYPE.get(conn_type or "")
     if entry is None:

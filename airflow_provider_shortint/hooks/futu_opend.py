@@ -7,11 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_shortint.connection_opend import FutuOpenDSettings
-from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestError
-from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
-from airflow_provider_shortint.markets import MARKETS, market_of
-from airflow_provider_shortint.paginate import RawPage, history_page_bound, is_last
-from airflow_provider_shortint.text import clip
+from airflow_provider_shortint.hooks.base import ShortInterestBaseHook, checked_next_key
+from airflow_provider_shortint.paginate import RawPage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,11 +63,10 @@ class FutuOpenDHook(ShortInterestBaseHook):
         if self._transport is not None:
             self._transport.close()
 
-    # -- one request --------------------------------------------------------------------------------------
+    def describe_endpoint(self) -> str:
+        return f"OpenD at {self.settings.host}:{self.settings.port}"
 
-    def max_pages(self, symbol: str, page_size: int) -> int | None:
-        """Most pages a history can take, as for REST (a server that pages without end is a fault)."""
-        return history_page_bound(MARKETS[market_of(symbol)], page_size)
+    # -- one request --------------------------------------------------------------------------------------
 
     def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
         """One budgeted, retried SDK call for validated arguments; items in the REST item shape."""
@@ -88,8 +84,7 @@ class FutuOpenDHook(ShortInterestBaseHook):
         self, symbol: str, count: int | None, next_key: str | None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         transport = self.transport
-        with self.rate_limiter.slot():
-            self.requests_made += 1
+        with self.budget_slot():
             frames: tuple[pd.DataFrame, pd.DataFrame] = transport.get_short_interest(symbol, count, next_key)
             return frames
 
@@ -105,25 +100,4 @@ class FutuOpenDHook(ShortInterestBaseHook):
 
         symbol = normalize_symbol(code)
         count = None if num is None else validate_count(num, "num", self.max_count)  # None: OpenD's 10
-        if next_key == "":
-            next_key = None  # the SDK sends no key for "" either
-        if next_key is not None and (not isinstance(next_key, str) or is_last(next_key)):
-            raise InvalidParameterError(
-                f"next_key must be a key returned by a previous page, got {clip(repr(next_key), 80)} "
-                "(that value marks the last page)"
-            )
-        return self._frames(symbol, count, next_key)
-
-    def test_connection(self) -> tuple[bool, str]:
-        """One request for HK.00700's newest record through OpenD; ``(ok, message)`` for the Airflow UI."""
-        try:
-            latest = self.get_latest("HK.00700")
-        except ShortInterestError as err:
-            return False, f"{type(err).__name__}: {err.message}"
-        except Exception as err:
-            return False, f"{type(err).__name__}: {err}"
-        finally:
-            self.close()
-        newest = latest["trade_date"].isoformat() if latest else "no data"
-        where = f"{self.settings.host}:{self.settings.port}"
-        return True, f"Connected to OpenD at {where}: HK.00700 newest record {newest}"
+        return self._frames(symbol, count, checked_next_key(next_key))

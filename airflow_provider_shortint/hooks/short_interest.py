@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from airflow_provider_shortint.connection import ConnectionSettings
-from airflow_provider_shortint.exceptions import ShortInterestError, ShortInterestResponseError
+from airflow_provider_shortint.exceptions import ShortInterestResponseError
 from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
-from airflow_provider_shortint.markets import MARKETS, market_of
-from airflow_provider_shortint.paginate import RawPage, history_page_bound, is_last
+from airflow_provider_shortint.paginate import RawPage, is_last
 from airflow_provider_shortint.retry import RetryPolicy
 from airflow_provider_shortint.text import shown
 from airflow_provider_shortint.validation import MAX_COUNT
@@ -86,11 +85,10 @@ class ShortInterestHook(ShortInterestBaseHook):
             self._session.close()
             self._session = None
 
-    # -- one page -----------------------------------------------------------------------------------------
+    def describe_endpoint(self) -> str:
+        return self.settings.base_url
 
-    def max_pages(self, symbol: str, page_size: int) -> int | None:
-        """Most pages a history can take: the market's cadence over a generous span (``paginate``)."""
-        return history_page_bound(MARKETS[market_of(symbol)], page_size)
+    # -- one page -----------------------------------------------------------------------------------------
 
     def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
         """One page for validated arguments under the retry policy: the envelope checked, at most ``count``
@@ -111,8 +109,7 @@ class ShortInterestHook(ShortInterestBaseHook):
     def _attempt(self, symbol: str, path: str, params: dict[str, str | int]) -> dict[str, Any] | None:
         """One attempt: a slot of the budget, one request, the checked envelope (transient faults raise)."""
         transport = self.transport
-        with self.rate_limiter.slot():
-            self.requests_made += 1
+        with self.budget_slot():
             return transport.send(symbol, path, params)
 
     # -- SDK parity and connection test ------------------------------------------------------------------
@@ -126,32 +123,13 @@ class ShortInterestHook(ShortInterestBaseHook):
         SDK prints it; the REST endpoint's milliseconds stay available through :meth:`get_page`.
 
         :param code: a symbol, e.g. "HK.00700".
-        :param next_key: the ``attrs["next_key"]`` of the previous call's frame, or None for the newest page.
+        :param next_key: the ``attrs["next_key"]`` of the previous call's frame, or None (or "") for the
+            newest page; "-1" raises (it marks the last page).
         :param num: page size, 1..90 (default 30).
         """
         from airflow_provider_shortint.sdk_frames import sdk_frames
 
         return sdk_frames(self.get_page(code, count=30 if num is None else num, next_key=next_key))
-
-    def test_connection(self) -> tuple[bool, str]:
-        """One request for HK.00700's newest record, no retry, within the connection's timeout;
-        ``(ok, message)`` for the Airflow UI (the message names the root cause of a failure)."""
-        try:
-            raw = self._fetch("HK.00700", 1, None, self._policy(0))
-            latest = self._first_row(raw)
-        except ShortInterestError as err:
-            return False, f"{type(err).__name__}: {err.message}"
-        except Exception as err:
-            return False, f"{type(err).__name__}: {shown(str(err), 300)}"
-        newest = latest["trade_date"].isoformat() if latest else "no data"
-        return True, f"Connected to {self.settings.base_url}: HK.00700 newest record {newest}"
-
-    @staticmethod
-    def _first_row(raw: RawPage) -> dict[str, Any] | None:
-        from airflow_provider_shortint.records import parse_items
-
-        rows = parse_items("HK.00700", raw.items)
-        return rows[0] if rows else None
 
 
 def _raw_page(symbol: str, count: int, payload: dict[str, Any], token: str | None) -> RawPage:

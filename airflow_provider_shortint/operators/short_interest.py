@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 MODES = ("incremental", "full")
 SYMBOL_ERROR_POLICIES = ("fail", "warn")
-# Days between two records, to size the first page to the expected gap (HK weekly, US twice a month).
 # Errors that condemn one symbol, not the run: collected, reported once at the end.
 SYMBOL_ERRORS = (InvalidSymbolError, UnsupportedSecurityError, InvalidParameterError)
 
@@ -60,7 +59,8 @@ class ShortInterestToParquetOperator(BaseOperator):
         ``ObjectStoragePath`` URL such as ``s3://aws_conn@bucket/key``.
     :param mode: ``"incremental"`` (only dates newer than the lake holds per symbol) or ``"full"``.
     :param since: ISO date (templated); only records with a later ``trade_date`` are fetched.
-    :param page_size: records per request, 1 to 90 (the API's maximum, the default).
+    :param page_size: records per request, 1 to 90 (the REST API's maximum, the default); over an OpenD
+        connection it is capped at the SDK's 50.
     :param shortint_conn_id: the Airflow connection of the API.
     :param batch_size: symbols fetched, then committed, together (memory follows the batch).
     :param on_symbol_error: what a symbol the API rejects (-7, -8, -3) does once the rest is committed:
@@ -119,6 +119,10 @@ class ShortInterestToParquetOperator(BaseOperator):
         since = to_date(self.since, "since")
         lake = open_lake(self.lake_path)
         hook = hook_for_connection(self.shortint_conn_id)  # REST or OpenD, by the connection's type
+        # The connection's settings and its budget (Redis included) are read now: a bad extra fails the
+        # task here with the connection's message, instead of being blamed on every symbol in turn.
+        hook.load_settings()
+        _ = hook.rate_limiter
         totals = _Totals(rows_written=dict.fromkeys(sorted({market_of(s) for s in symbols}), 0))
         try:
             self._run(hook, lake, symbols, since, totals)
@@ -159,6 +163,8 @@ class ShortInterestToParquetOperator(BaseOperator):
                     try:
                         table = self._fetch(hook, symbol, _later(since, stored.get(symbol)))
                     except SYMBOL_ERRORS as err:
+                        if err.symbol != symbol:  # not about this symbol (the connection, the run): fail
+                            raise
                         reason = err.message.removeprefix(f"{symbol}: ")
                         totals.failed[symbol] = f"{err.error_code}: {reason}"
                         self.log.warning(
@@ -196,13 +202,15 @@ class ShortInterestToParquetOperator(BaseOperator):
         """Upsert one batch, market by market so the asset events can say how many rows each got."""
         import pyarrow.compute as pc
 
+        from airflow_provider_shortint.lake.arrow import market_column
         from airflow_provider_shortint.records import concat_tables
 
         table = concat_tables(tables)
         if table.num_rows == 0:
             return
-        for market in sorted({market_of(symbol) for symbol in table.column("symbol").unique().to_pylist()}):
-            result = lake.upsert(table.filter(pc.starts_with(table.column("symbol"), f"{market}.")))
+        markets = market_column(table.column("symbol"))
+        for market in sorted(pc.unique(markets).to_pylist()):
+            result = lake.upsert(table.filter(pc.equal(markets, market)))
             totals.rows_written[market] = totals.rows_written.get(market, 0) + result.rows_written
             totals.partitions.update(result.partitions_written)
             for name, day in result.latest_trade_date.items():
