@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 _EXTRA = "shortint_extra"  # dataclass field metadata key holding the Extra declaration
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The request budget of connections without ``rate_limit_key``: one account, one budget (DESIGN §9).
+DEFAULT_BUDGET_KEY = "shortint-account"
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,9 @@ class BudgetSettings:
         label_text,
         rule="1 to 200 printable characters",
         label="Rate-limit budget name",
-        description="Connections with the same name share one budget (e.g. the REST and OpenD "
-        "connections of one account); default: one budget per endpoint.",
+        description="Names the account's request budget: connections with the same name share one "
+        "budget whatever their transport; unset, every connection shares the single default budget "
+        f"{DEFAULT_BUDGET_KEY!r}. Give each account its own name.",
         schema={"type": "string"},
     )
 
@@ -253,9 +256,13 @@ class BudgetSettings:
             )
         return values
 
-    def budget_key(self, endpoint: str) -> str:
-        """Name of the request budget: ``rate_limit_key`` if set, else the endpoint (one per API)."""
-        return self.rate_limit_key or endpoint
+    def budget_key(self, endpoint: str = "") -> str:
+        """Name of the request budget: ``rate_limit_key`` if set, else one default budget for the account
+        (DESIGN §9: the 30 / 30 s belong to the account, whichever transport or endpoint spends them).
+
+        ``endpoint`` no longer names a budget; it is accepted so that existing callers keep working.
+        """
+        return self.rate_limit_key or DEFAULT_BUDGET_KEY
 
 
 # -- the REST connection ------------------------------------------------------------------------------

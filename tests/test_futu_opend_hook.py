@@ -30,7 +30,7 @@ from airflow_provider_shortint.opend_transport import classify
 from airflow_provider_shortint.retry import TransientFailure
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_opend_hook import opend_conn, run_child
-from tests.test_ratelimit import max_in_window
+from tests._helpers import max_in_window
 
 HookFactory = Callable[..., FutuOpenDHook]
 SDK_HK = [

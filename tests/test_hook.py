@@ -22,8 +22,7 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
-from tests.test_ratelimit import max_in_window
-from tests.test_symbols import MALFORMED
+from tests._helpers import MALFORMED, max_in_window
 
 HookFactory = Callable[..., ShortInterestHook]
 OK_PAGE = {"ret_code": 0, "ret_msg": "success", "data": {"items": [], "next_key": "-1"}}
@@ -418,7 +417,8 @@ def test_host_without_scheme_means_https() -> None:
 
 def test_budget_key_and_redis_extras_choose_the_limiter(use_conn: Callable[..., str]) -> None:
     """Connections with one ``rate_limit_key`` share one window whatever their URL; the Redis extra is
-    passed to the limiter (DESIGN §9); without a key each endpoint has its own budget."""
+    passed to the limiter (DESIGN §9); without a key every connection shares the account's default budget
+    (``connection.DEFAULT_BUDGET_KEY``), whatever its endpoint."""
     a = ShortInterestHook(
         shortint_conn_id=use_conn("http://a.example", conn_id="ka", rate_limit_key="acct-7")
     )
@@ -428,7 +428,7 @@ def test_budget_key_and_redis_extras_choose_the_limiter(use_conn: Callable[..., 
     c = ShortInterestHook(shortint_conn_id=use_conn("http://a.example", conn_id="kc"))
     d = ShortInterestHook(shortint_conn_id=use_conn("http://b.example", conn_id="kd"))
     assert a.rate_limiter is b.rate_limiter
-    assert c.rate_limiter is not d.rate_limiter and c.rate_limiter is not a.rate_limiter
+    assert c.rate_limiter is d.rate_limiter and c.rate_limiter is not a.rate_limiter
     redis = ShortInterestHook(
         shortint_conn_id=use_conn("http://a.example", conn_id="kr", rate_limit_redis_conn_id="redis_budget")
     )

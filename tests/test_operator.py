@@ -16,37 +16,8 @@ from airflow_provider_shortint.exceptions import InvalidParameterError, Unsuppor
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 from airflow_provider_shortint.records import lake_schema
 from airflow_provider_shortint.sandbox import SandboxServer
+from tests._helpers import DAG_SOURCE
 from tests.conftest import AirflowHome, conn_uri
-
-DAG_SOURCE = """
-from __future__ import annotations
-
-import json
-from pathlib import Path
-
-import pendulum
-from airflow.sdk import DAG, task
-
-from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
-
-for mode in ("full", "incremental"):
-    with DAG(f"op_test_{mode}", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False):
-        load = ShortInterestToParquetOperator(
-            task_id="load",
-            symbols="{{ dag_run.conf['symbols'] }}",
-            lake_path="{{ dag_run.conf['lake'] }}",
-            since="{{ dag_run.conf.get('since') or '' }}",
-            mode=mode,
-            batch_size=2,
-        )
-
-        @task(trigger_rule="all_done")
-        def record(ti=None, dag_run=None) -> None:
-            summary = ti.xcom_pull(task_ids="load")
-            Path(dag_run.conf["out"]).write_text(json.dumps(summary))
-
-        load >> record()
-"""
 
 SYMBOLS = ["HK.00700", "US.AAPL", "hk.5", "US.MSFT"]
 CANONICAL = ["HK.00700", "US.AAPL", "HK.00005", "US.MSFT"]

@@ -17,8 +17,8 @@ import pytest
 from airflow_provider_shortint.records import lake_schema
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_opend_hook import opend_conn
+from tests._helpers import DAG_SOURCE
 from tests.conftest import AirflowHome
-from tests.test_operator import DAG_SOURCE
 
 SYMBOLS = ["HK.00700", "US.AAPL", "hk.5", "US.MSFT"]
 CANONICAL = ["HK.00700", "US.AAPL", "HK.00005", "US.MSFT"]

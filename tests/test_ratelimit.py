@@ -14,18 +14,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_shortint import ratelimit_file
 from airflow_provider_shortint.ratelimit import FileRateLimiter, RateLimiter, shared_limiter
-
-
-def max_in_window(starts: list[float], period: float) -> int:
-    """Largest number of starts inside any half-open window [t, t + period)."""
-    starts = sorted(starts)
-    best, lo = 0, 0
-    for hi, t in enumerate(starts):
-        while starts[lo] <= t - period:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+from tests._helpers import max_in_window
 
 
 class FakeClock:
@@ -112,7 +103,7 @@ def test_two_processes_share_one_budget(tmp_path: Path) -> None:
     assert max_in_window(starts, 0.5) == 5
 
 
-def test_shared_limiter_is_per_endpoint(tmp_path: Path) -> None:
+def test_shared_limiter_is_per_budget_key(tmp_path: Path) -> None:
     a = shared_limiter("http://a", 30, 30.0)
     assert shared_limiter("http://a", 30, 30.0) is a
     assert shared_limiter("http://b", 30, 30.0) is not a
@@ -281,6 +272,45 @@ def test_file_write_of_a_holder_whose_lock_was_set_aside_is_discarded(tmp_path: 
     assert [type(err).__name__ for err in errors] == ["_LockLost"]
     ids = [slot[1] for slot in json.loads(path.read_text(encoding="utf-8"))]
     assert len(ids) == 1 and ids != ["stale"]
+
+
+def test_holder_paused_between_its_check_and_its_rename_loses_no_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's interleaving, forced: the holder passes its "lock still mine" check, stalls past
+    ``lock_timeout``, a waiter sets the lock aside and records its slot, then the holder renames its
+    stale state over the file. The late rename must fail and the holder must take its slot again on
+    top of the waiter's, so the file ends with both slots."""
+    path = tmp_path / "budget.json"
+    holder = FileRateLimiter(path, 2, 30.0)
+    waiter = FileRateLimiter(path, 2, 30.0, lock_timeout=0.3)
+    checked, resume = threading.Event(), threading.Event()
+    real_check = ratelimit_file._still_current
+    pauses: list[bool] = []
+
+    def check_then_stall(fd: int, lock_path: str) -> bool:
+        current = real_check(fd, lock_path)
+        writing = any(path.parent.glob(f"{path.name}.*.tmp"))  # the commit's check, not the lock's
+        if threading.current_thread().name == "holder" and writing and not pauses:
+            pauses.append(current)
+            checked.set()
+            assert resume.wait(30)
+        return current
+
+    monkeypatch.setattr(ratelimit_file, "_still_current", check_then_stall)
+    taken: list[str] = []
+    thread = threading.Thread(target=lambda: taken.append(holder.acquire()), name="holder")
+    thread.start()
+    assert checked.wait(30)
+    mine = waiter.acquire()  # waits 0.3 s, sets the holder's lock aside, records its slot
+    resume.set()
+    thread.join(30)
+    assert not thread.is_alive() and pauses == [True]  # the holder had passed its check
+    ids = {slot[1] for slot in json.loads(path.read_text(encoding="utf-8"))}
+    assert ids == {mine, taken[0]}
+    assert not isinstance(waiter.try_acquire(), str)  # 2 of 2 in flight: the budget is full
+    holder.release(taken[0])
+    waiter.release(mine)
 
 
 def test_heartbeat_keeps_a_long_request_counted(tmp_path: Path) -> None:

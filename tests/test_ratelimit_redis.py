@@ -21,7 +21,7 @@ from airflow_provider_shortint.ratelimit import FileRateLimiter, RateLimiter, bu
 from airflow_provider_shortint.ratelimit_redis import RedisRateLimiter
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_redis import RedisServer, free_port
-from tests.test_ratelimit import max_in_window
+from tests._helpers import max_in_window
 
 # fork: a worker starts in milliseconds instead of re-importing Airflow (tens of seconds on a busy box)
 WORKERS = multiprocessing.get_context("fork")
@@ -245,6 +245,7 @@ def test_three_processes_share_one_budget_at_the_sandbox(
     conn = use_conn(
         sandbox.url,
         conn_id="shortint_rl3",
+        rate_limit_key=sandbox.url,  # this test's own budget, opened in advance by _open_budget
         rate_limit_calls=calls,
         rate_limit_period=period,
         rate_limit_redis_conn_id=redis_conn,
@@ -265,6 +266,7 @@ def test_sigkilled_holder_frees_its_slot_and_the_others_go_on(
     conn = use_conn(
         sandbox.url,
         conn_id="shortint_rlk",
+        rate_limit_key=sandbox.url,  # this test's own budget, opened in advance by _open_budget
         rate_limit_calls=calls,
         rate_limit_period=period,
         rate_limit_redis_conn_id=redis_conn,
@@ -337,6 +339,7 @@ def test_redis_stopped_mid_run_waits_then_resumes_without_a_burst(
     conn = use_conn(
         sandbox.url,
         conn_id="shortint_rlr",
+        rate_limit_key=sandbox.url,  # this test's own budget, opened in advance by _open_budget
         rate_limit_calls=calls,
         rate_limit_period=period,
         rate_limit_redis_conn_id=redis_conn,

@@ -12,17 +12,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_shortint.exceptions import ShortInterestResponseError
 from airflow_provider_shortint.records import COLUMNS, lake_schema, parse_item, parse_items, rows_to_table
-
-HK_ITEM = {
-    "aggregated_short": "54177721",
-    "aggregated_short_ratio": 0.59,
-    "avg_cost": 456.399,
-    "avg_daily_short_volume": "3755740",
-    "close_price": 456.4,
-    "last_close_price": 454.9,
-    "timestamp": 1778774400000,
-    "timestamp_str": "2026-05-15",
-}
+from tests._helpers import HK_ITEM
 
 
 def test_hk_item_is_typed() -> None:

@@ -37,7 +37,7 @@ from airflow_provider_shortint.operators.short_interest import ShortInterestToPa
 from airflow_provider_shortint.records import ShortInterestPage, parse_items
 from airflow_provider_shortint.sandbox import SandboxServer
 from airflow_provider_shortint.symbols import normalize_symbol
-from tests.test_records import HK_ITEM
+from tests._helpers import HK_ITEM
 
 HookCall = Callable[[ShortInterestHook], object]
 SCALE = max(1, int(os.environ.get("SHORTINT_FUZZ_SCALE", "1")))
@@ -112,7 +112,6 @@ HOOK_CASES: list[Any] = [
     pytest.param(lambda h: h.get_short_interest("HK.00700", num=91), BAD, "count must be", id="num-91"),
     pytest.param(lambda h: h.get_short_interest("HK", num=5), BAD, "expected MARKET.CODE", id="sdk-code"),
     # next_key
-    pytest.param(lambda h: h.get_page("HK.00700", next_key=""), BAD, "marks the last page", id="key-empty"),
     pytest.param(lambda h: h.get_page("HK.00700", next_key="-1"), BAD, "marks the last page", id="key-1"),
     pytest.param(lambda h: h.get_page("HK.00700", next_key=123), BAD, "next_key must be", id="key-int"),
     pytest.param(lambda h: h.get_short_interest("HK.1", next_key="-1"), BAD, "last page", id="sdk-key"),
@@ -590,3 +589,22 @@ def test_hostile_retry_after_is_bounded(
     sandbox.enqueue(status=429, body="{}", headers={header: value})
     assert hook.get_latest("HK.00700") is not None
     assert len(slept) == 1 and 0 <= slept[0] <= longest, slept
+
+
+def test_one_next_key_rule_for_both_hooks(
+    hook_for: Callable[..., ShortInterestHook], opend_hook_for: Callable[..., Any]
+) -> None:
+    """None and "" ask for the newest page on REST and OpenD alike; "-1" (the end marker) raises on both."""
+    for hook in (hook_for(), opend_hook_for()):
+        newest = hook.get_page("HK.00700", count=2)
+        for first in (None, ""):
+            assert hook.get_page("HK.00700", count=2, next_key=first).items == newest.items
+            _, hk_df = hook.get_short_interest("HK.00700", next_key=first, num=2)
+            assert [str(day) for day in hk_df["timestamp_str"]] == [
+                row["trade_date"].isoformat() for row in newest.items
+            ]
+        with pytest.raises(InvalidParameterError, match="marks the last page"):
+            hook.get_page("HK.00700", next_key="-1")
+        with pytest.raises(InvalidParameterError, match="marks the last page"):
+            hook.get_short_interest("HK.00700", next_key="-1")
+        assert hook.requests_made == 5  # the newest page, then two calls per first-page form

@@ -19,7 +19,7 @@ import requests
 
 from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
 from airflow_provider_shortint.sandbox import data as sbdata
-from tests.test_records import HK_ITEM
+from tests._helpers import HK_ITEM
 
 PATH = "/v1/quote/{}/short-selling/short-interest"
 TODAY = date(2026, 5, 15)

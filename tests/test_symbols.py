@@ -6,6 +6,7 @@ import pytest
 
 from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
 from airflow_provider_shortint.symbols import market_of, normalize_symbol, parse_symbols
+from tests._helpers import MALFORMED
 
 
 @pytest.mark.parametrize(
@@ -33,34 +34,6 @@ def test_other_markets_are_unsupported(raw: str) -> None:
         normalize_symbol(raw)
     assert info.value.ret_code == -8
     assert info.value.error_code == "unsupported"
-
-
-MALFORMED: list[object] = [
-    "",
-    "   ",
-    "AAPL",
-    "HK.",
-    ".00700",
-    "HK.123456",
-    "HK.7OO",
-    "HK.-700",
-    "HK.७००",  # non-ASCII digits
-    "US.",
-    "US.1AAPL",
-    "US.ABCDEFGHIJK",
-    "US.AA PL",
-    "US.AAPL/../x",
-    "US.A..B",
-    "US.AAPL.",
-    "US.AAPL?count=90",
-    "HK.00700#",
-    "X.1",
-    "HK:00700",
-    None,
-    700,
-    ["HK.00700"],
-    b"HK.00700",
-]
 
 
 @pytest.mark.parametrize("raw", MALFORMED, ids=repr)

@@ -116,9 +116,11 @@ def test_waits_then_fires_after_publish(sandbox: SandboxServer, use_conn: Callab
         return event, before, time.monotonic() - published_at
 
     event, polls_before, latency = asyncio.run(main())
+    print(f"\nnew record seen {latency:.2f} s after it was published")
     assert event.payload == {"status": "success", "symbol": "HK.00700", "trade_date": "2026-05-22"}
-    assert 3 <= polls_before <= 5  # one poll per 0.2 s, no hot loop
-    assert latency < 1.0
+    assert 1 <= polls_before <= 5  # it polled while nothing was new; one poll per 0.2 s, no hot loop
+    # Seen by the first poll after the publish (or the one in flight then): no more than two requests.
+    assert sandbox.stats()["requests"] - polls_before <= 2
 
 
 def test_no_data_keeps_waiting(sandbox: SandboxServer, use_conn: Callable[..., str]) -> None:
@@ -136,9 +138,10 @@ def test_deadline_yields_timeout_event(sandbox: SandboxServer, use_conn: Callabl
     )
     started = time.monotonic()
     event = first_event(trigger)
+    print(f"\n0.5-s deadline: timeout event after {time.monotonic() - started:.2f} s")
     assert event.payload["status"] == "timeout"
     assert "HK.00700" in event.payload["message"]
-    assert time.monotonic() - started < 1.5
+    assert 1 <= sandbox.stats()["requests"] <= 4  # it polled until the deadline, one poll per 0.2 s
 
 
 def test_always_failing_api_backs_off_then_errors(
@@ -169,8 +172,10 @@ def test_always_failing_api_backs_off_then_errors(
     stamps = stats["timestamps"]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(gap >= 0.2 - 0.01 for gap in gaps), gaps
-    assert gaps[-1] > gaps[0] * 1.5  # doubling backoff with jitter: 0.2-0.4, 0.4-0.8, 0.8-1.6 s
-    assert 1.2 <= elapsed < 10.0
+    # Doubling backoff with jitter: 0.2-0.4, 0.4-0.8, 0.8-1.6 s (lower bounds only: a busy machine
+    # can only lengthen a wait).
+    assert gaps[1] >= 0.4 - 0.01 and gaps[2] >= 0.8 - 0.01, gaps
+    print(f"\n4 failing polls in {elapsed:.2f} s, gaps {[round(g, 2) for g in gaps]}")
     out, err = capfd.readouterr()
     logged = caplog.text + out + err
     assert "poll failed" in logged

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -33,6 +34,13 @@ def opend(opend_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Call
     return register
 
 
+async def watch_polls(seen: list[int], stop: asyncio.Event) -> None:
+    """Every 20 ms until ``stop``: how many trigger polls are running in their own threads."""
+    while not stop.is_set():
+        await asyncio.sleep(0.02)
+        seen.append(sum(1 for t in threading.enumerate() if t.name.startswith("shortint-poll-")))
+
+
 def test_deferrable_trigger_over_opend_sees_a_published_date(
     opend_sandbox: SandboxServer, opend: Callable[..., str]
 ) -> None:
@@ -45,30 +53,43 @@ def test_deferrable_trigger_over_opend_sees_a_published_date(
     asyncio.run(BaseHook.aget_connection(conn_id))  # starts Airflow's own lookup thread (asgiref), once
     before = our_threads()
 
-    async def main() -> tuple[Any, int, list[float]]:
+    # Every OpenD answer held 0.5 s: a poll in flight is then long enough to be seen by the loop.
+    opend_sandbox.configure(delay_rate=1.0, delay_seconds=0.5)
+
+    async def main() -> tuple[Any, int, list[float], list[int]]:
         gaps: list[float] = []
+        in_flight: list[int] = []  # per loop tick: SDK polls running in their threads at that moment
         stop = asyncio.Event()
         beat = asyncio.ensure_future(heartbeat(gaps, stop))
+        watch = asyncio.ensure_future(watch_polls(in_flight, stop))
         gen = trigger.run()
         task = asyncio.ensure_future(anext(gen))
         try:
-            await asyncio.sleep(1.0)
+            polls = 0
+            for _ in range(400):  # bounded: at most ~20 s
+                polls = opend_sandbox.stats()["by_transport"]["opend"]
+                if polls >= 2 and any(in_flight):
+                    break
+                await asyncio.sleep(0.05)
             assert not task.done()
-            polls = opend_sandbox.stats()["by_transport"]["opend"]
+            opend_sandbox.configure(delay_rate=0.0)
             assert opend_sandbox.publish("HK") == dt.date(2026, 5, 22)
             event = await asyncio.wait_for(task, 30)
         finally:
             await gen.aclose()  # type: ignore[attr-defined]
             stop.set()
             await beat
-        return event, polls, gaps
+            await watch
+        return event, polls, gaps, in_flight
 
-    event, polls_before, gaps = asyncio.run(main())
+    event, polls_before, gaps, in_flight = asyncio.run(main())
+    print(f"\nlongest event-loop gap {max(gaps):.3f} s; {sum(1 for n in in_flight if n)} ticks during a poll")
     assert event.payload == {"status": "success", "symbol": "HK.00700", "trade_date": "2026-05-22"}
     assert polls_before >= 2  # it polled over OpenD while nothing was new
     stats = opend_sandbox.stats()
     assert stats["by_transport"]["rest"] == 0
-    assert max(gaps) < 1.0  # the synchronous SDK never blocked the event loop
+    # The synchronous SDK never blocked the event loop: the loop ran while a poll was in flight.
+    assert any(in_flight), "no loop tick while an SDK call was in flight"
     leftover = our_threads() - before
     assert not leftover, leftover  # the trigger closed its OpenQuoteContext: no SDK thread of ours left
 

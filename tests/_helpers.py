@@ -1,0 +1,86 @@
+"""Helpers and sample data shared by several test modules (test modules never import each other)."""
+
+from __future__ import annotations
+
+
+def max_in_window(starts: list[float], period: float) -> int:
+    """Largest number of starts inside any half-open window [t, t + period)."""
+    starts = sorted(starts)
+    best, lo = 0, 0
+    for hi, t in enumerate(starts):
+        while starts[lo] <= t - period:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+# A HK item as the API returns it (DESIGN.md §2): strings for the big integers, the date twice.
+HK_ITEM = {
+    "aggregated_short": "54177721",
+    "aggregated_short_ratio": 0.59,
+    "avg_cost": 456.399,
+    "avg_daily_short_volume": "3755740",
+    "close_price": 456.4,
+    "last_close_price": 454.9,
+    "timestamp": 1778774400000,
+    "timestamp_str": "2026-05-15",
+}
+
+# Symbols that must be refused as malformed (DESIGN.md §3), whatever their market.
+MALFORMED: list[object] = [
+    "",
+    "   ",
+    "AAPL",
+    "HK.",
+    ".00700",
+    "HK.123456",
+    "HK.7OO",
+    "HK.-700",
+    "HK.७००",  # non-ASCII digits
+    "US.",
+    "US.1AAPL",
+    "US.ABCDEFGHIJK",
+    "US.AA PL",
+    "US.AAPL/../x",
+    "US.A..B",
+    "US.AAPL.",
+    "US.AAPL?count=90",
+    "HK.00700#",
+    "X.1",
+    "HK:00700",
+    None,
+    700,
+    ["HK.00700"],
+    b"HK.00700",
+]
+
+# A DAG file for `airflow dags test`: the operator in full and incremental mode, its summary written out.
+DAG_SOURCE = """
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
+
+for mode in ("full", "incremental"):
+    with DAG(f"op_test_{mode}", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False):
+        load = ShortInterestToParquetOperator(
+            task_id="load",
+            symbols="{{ dag_run.conf['symbols'] }}",
+            lake_path="{{ dag_run.conf['lake'] }}",
+            since="{{ dag_run.conf.get('since') or '' }}",
+            mode=mode,
+            batch_size=2,
+        )
+
+        @task(trigger_rule="all_done")
+        def record(ti=None, dag_run=None) -> None:
+            summary = ti.xcom_pull(task_ids="load")
+            Path(dag_run.conf["out"]).write_text(json.dumps(summary))
+
+        load >> record()
+"""
