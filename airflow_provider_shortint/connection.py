@@ -256,12 +256,9 @@ class BudgetSettings:
             )
         return values
 
-    def budget_key(self, endpoint: str = "") -> str:
+    def budget_key(self) -> str:
         """Name of the request budget: ``rate_limit_key`` if set, else one default budget for the account
-        (DESIGN §9: the 30 / 30 s belong to the account, whichever transport or endpoint spends them).
-
-        ``endpoint`` no longer names a budget; it is accepted so that existing callers keep working.
-        """
+        (DESIGN §9: the 30 / 30 s belong to the account, whichever transport or endpoint spends them)."""
         return self.rate_limit_key or DEFAULT_BUDGET_KEY
 
 

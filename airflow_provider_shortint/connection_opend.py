@@ -115,8 +115,3 @@ class FutuOpenDSettings(BudgetSettings):
                 "private key file configured in OpenD"
             )
         return settings
-
-    @property
-    def endpoint(self) -> str:
-        """The gateway's address, which names its request budget unless ``rate_limit_key`` is set."""
-        return f"opend://{self.host}:{self.port}"

@@ -50,9 +50,9 @@ def test_extras_declared_once_drive_form_and_reading() -> None:
 
     defaults = read()
     assert (defaults.timeout, defaults.rate_limit_calls, defaults.max_retries) == (30.0, 30, 5)
-    assert defaults.rate_limit_key is None and defaults.budget_key(defaults.base_url) == "shortint-account"
+    assert defaults.rate_limit_key is None and defaults.budget_key() == "shortint-account"
     keyed = read(rate_limit_key="account-1", rate_limit_redis_conn_id="redis_default", timeout="2.5")
-    assert keyed.budget_key(keyed.base_url) == "account-1" and keyed.timeout == 2.5
+    assert keyed.budget_key() == "account-1" and keyed.timeout == 2.5
     assert keyed.rate_limit_redis_conn_id == "redis_default"
     with pytest.raises(InvalidParameterError, match="extra 'rate_limit_redis_conn_id'"):
         read(rate_limit_redis_conn_id="no spaces allowed")

@@ -92,10 +92,6 @@ class ShortInterestBaseHook(BaseHook):
         """The transport's validated settings from an Airflow connection (bad values raise)."""
         raise NotImplementedError
 
-    def budget_endpoint(self, settings: Any) -> str:
-        """The endpoint whose budget requests draw from, unless the connection names a ``rate_limit_key``."""
-        raise NotImplementedError
-
     def secret_of(self, settings: Any) -> str | None:
         """A secret of the settings to mask in logs and messages (the REST token); None by default."""
         return None
@@ -153,13 +149,13 @@ class ShortInterestBaseHook(BaseHook):
 
     @property
     def rate_limiter(self) -> RateLimiter:
-        """The budget named by ``rate_limit_key`` (default: the endpoint), shared by every hook of this
-        process, of this machine with ``rate_limit_state_dir``, of every machine with a Redis connection
-        (DESIGN.md §9)."""
+        """The budget named by ``rate_limit_key`` (default: the account's one budget), shared by every
+        hook of this process, of this machine with ``rate_limit_state_dir``, of every machine with a Redis
+        connection (DESIGN.md §9)."""
         if self._rate_limiter is None:
             s = self.load_settings()
             self._rate_limiter = shared_limiter(
-                s.budget_key(self.budget_endpoint(s)),
+                s.budget_key(),
                 s.rate_limit_calls,
                 s.rate_limit_period,
                 s.rate_limit_state_dir,

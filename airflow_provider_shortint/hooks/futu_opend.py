@@ -38,9 +38,6 @@ class FutuOpenDHook(ShortInterestBaseHook):
     def read_settings(self, conn: Any) -> FutuOpenDSettings:
         return FutuOpenDSettings.from_connection(conn)
 
-    def budget_endpoint(self, settings: FutuOpenDSettings) -> str:
-        return settings.endpoint
-
     @property
     def settings(self) -> FutuOpenDSettings:
         """Validated connection settings, read once per hook."""

@@ -51,9 +51,6 @@ class ShortInterestHook(ShortInterestBaseHook):
     def read_settings(self, conn: Any) -> ConnectionSettings:
         return ConnectionSettings.from_connection(conn)
 
-    def budget_endpoint(self, settings: ConnectionSettings) -> str:
-        return settings.base_url
-
     def secret_of(self, settings: ConnectionSettings) -> str | None:
         return settings.token
 
