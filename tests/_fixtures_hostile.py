@@ -41,6 +41,8 @@ class HostileServer:
     """Threaded one-response-per-connection HTTP server; ``behave`` sets what it does next."""
 
     tls: ssl.SSLContext | None = None
+    raw: Callable[[socket.socket], None] | None = None  # handles the raw connection instead of HTTP
+    https: bool = False  # the URL says https even without ``tls`` (for ``raw`` handlers)
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
     sent: list[int] = field(default_factory=list)  # bytes written per response before it ended
@@ -60,7 +62,7 @@ class HostileServer:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls or self.https else 'http'}://127.0.0.1:{self.port}"
 
     def behave(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
@@ -98,6 +100,10 @@ class HostileServer:
 
     def _handle(self, raw: socket.socket) -> None:
         conn = raw
+        if self.raw is not None:
+            raw.settimeout(5)
+            self.raw(raw)
+            return
         try:
             conn.settimeout(5)
             if self.tls is not None:
@@ -260,51 +266,21 @@ def hostile_tls(self_signed_tls: ssl.SSLContext) -> Iterator[HostileServer]:
     server.close()
 
 
-class HandshakeCutter:
-    """A TCP server on 127.0.0.1 that reads each TLS ClientHello and closes: the EOF a client sees when a
-    load balancer restarts mid-handshake. Counts connections; bounded like :class:`HostileServer`."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._stop = threading.Event()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.2)
-        self.port = int(self._sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._serve, name="handshake-cutter", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        deadline = time.monotonic() + 600
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(65536)  # the whole ClientHello, so closing sends FIN, not RST
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
+def cut_handshake(conn: socket.socket) -> None:
+    """Read a TLS ClientHello and close: the EOF a client sees when a load balancer restarts
+    mid-handshake (reading it all first makes the close a FIN, not a RST)."""
+    try:
+        conn.recv(65536)
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 @pytest.fixture
-def handshake_cutter() -> Iterator[HandshakeCutter]:
-    server = HandshakeCutter()
+def handshake_cutter() -> Iterator[HostileServer]:
+    """An https:// server that cuts every TLS handshake; counts connections."""
+    server = HostileServer(raw=cut_handshake, https=True)
     yield server
     server.close()

@@ -33,7 +33,6 @@ from airflow_provider_shortint.records import midnight_ms
 from airflow_provider_shortint.retry import MAX_TOTAL_WAIT
 from airflow_provider_shortint.transport_http import MAX_RESPONSE_BYTES
 from tests._fixtures_hostile import (
-    HandshakeCutter,
     HostileServer,
     Request,
     chunked,
@@ -373,7 +372,7 @@ def test_tls_works_when_verification_is_off(hostile_tls: HostileServer, hook_on:
 
 
 def test_handshake_cut_by_the_server_is_retried(
-    handshake_cutter: HandshakeCutter, hook_on: HookFactory
+    handshake_cutter: HostileServer, hook_on: HookFactory
 ) -> None:
     """An EOF in the TLS handshake (a load balancer restarting) is transient: retried, then a server error;
     only an untrusted certificate or plain HTTP on https fails at once (test_misconfiguration_is_not_retried).
