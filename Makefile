@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv redis-server test lint typecheck pytest demo bench clean
 
 help:
-	@echo "make demo   - run backfill -> daily -> report on the local sandbox (no configuration)"
+	@echo "make demo   - backfill -> daily -> report over REST, then daily over OpenD, on the local sandbox"
 	@echo "make test   - ruff, mypy and pytest (builds .venv first)"
 	@echo "make bench  - benchmarks (docs/BENCHMARKS.md)"
 

@@ -138,10 +138,10 @@ def test_asset_watcher_example_builds_its_watchers(dagbag: Parsed) -> None:
     dag = dagbag.dags["shortint_on_new_record"]
     condition = dag.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"
-    watched = {asset.uri: asset for asset in condition.objects}
-    assert set(watched) == {"shortint://short-interest/HK", "shortint://short-interest/US"}
+    watched = {asset.name: asset for asset in condition.objects}
+    assert set(watched) == {"shortint_new_record_hk", "shortint_new_record_us"}
     for market, bellwether in (("HK", "HK.00700"), ("US", "US.AAPL")):
-        (watcher,) = watched[f"shortint://short-interest/{market}"].watchers
+        (watcher,) = watched[f"shortint_new_record_{market.lower()}"].watchers
         assert isinstance(watcher.trigger, ShortInterestNewRecordEventTrigger)
         classpath, kwargs = watcher.trigger.serialize()
         assert (
