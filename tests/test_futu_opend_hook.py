@@ -290,10 +290,15 @@ def test_unanswered_request_times_out_and_is_retried(
     assert hook.get_page("HK.00700", count=1).items  # the same hook works again (fresh context)
 
 
-def test_refused_connection_retried_then_server_error(opend_hook_for: HookFactory) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
+def unused_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def test_refused_connection_retried_then_server_error(opend_hook_for: HookFactory) -> None:
+    port = unused_port()
     hook = opend_hook_for(port=port, max_retries=2)
     with pytest.raises(ShortInterestServerError, match=f"could not connect to OpenD at 127.0.0.1:{port}"):
         hook.get_page("HK.00700")
@@ -492,9 +497,7 @@ print(json.dumps({"before": before, "after": after, "threads": names}))
 
 
 def test_no_thread_or_socket_left_after_100_hooks(opend_sandbox: SandboxServer, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        refused = probe.getsockname()[1]
+    refused = unused_port()
     env = {
         "AIRFLOW_CONN_LEAK": opend_conn(opend_sandbox.opend_port),
         "AIRFLOW_CONN_REFUSED": opend_conn(refused, max_retries=0),
@@ -536,9 +539,7 @@ print("ok")
 def test_sdk_writes_nothing_in_home_and_logs_to_ours(opend_sandbox: SandboxServer, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        refused = probe.getsockname()[1]
+    refused = unused_port()
     env = {
         "AIRFLOW_CONN_HOME": opend_conn(opend_sandbox.opend_port),
         "AIRFLOW_CONN_REFUSED": opend_conn(refused, max_retries=0),

@@ -236,21 +236,35 @@ def _open_budget(redis_conn: str, url: str, calls: int, period: float) -> None:
     opened(RedisRateLimiter(redis_conn, budget_name(url), calls, period))
 
 
-def test_three_processes_share_one_budget_at_the_sandbox(
-    sandbox: SandboxServer, use_conn: Callable[..., str], redis_conn: str
-) -> None:
-    """3 processes, no shared directory, 10 calls / 1 s: the server never admits more, never answers 429."""
-    calls, period = 10, 1.0
+def _budget_conn(
+    sandbox: SandboxServer,
+    use_conn: Callable[..., str],
+    redis_conn: str,
+    conn_id: str,
+    calls: int,
+    period: float,
+) -> str:
+    """The sandbox limited to ``calls`` per ``period``, and a connection whose budget (this test's own,
+    opened in advance) lives in Redis."""
     sandbox.configure(rate_limit_calls=calls, rate_limit_period=period)
     conn = use_conn(
         sandbox.url,
-        conn_id="shortint_rl3",
-        rate_limit_key=sandbox.url,  # this test's own budget, opened in advance by _open_budget
+        conn_id=conn_id,
+        rate_limit_key=sandbox.url,
         rate_limit_calls=calls,
         rate_limit_period=period,
         rate_limit_redis_conn_id=redis_conn,
     )
     _open_budget(redis_conn, sandbox.url, calls, period)
+    return conn
+
+
+def test_three_processes_share_one_budget_at_the_sandbox(
+    sandbox: SandboxServer, use_conn: Callable[..., str], redis_conn: str
+) -> None:
+    """3 processes, no shared directory, 10 calls / 1 s: the server never admits more, never answers 429."""
+    calls, period = 10, 1.0
+    conn = _budget_conn(sandbox, use_conn, redis_conn, "shortint_rl3", calls, period)
     _run_workers(sandbox, conn, redis_conn, calls, period, [12, 12, 12])
     stats = sandbox.stats()
     assert stats["requests"] == 36 and stats["by_status"] == {"200": 36}
@@ -262,16 +276,7 @@ def test_sigkilled_holder_frees_its_slot_and_the_others_go_on(
 ) -> None:
     """A process killed holding a slot stops renewing its lease: the slot frees lease + period later."""
     calls, period = 2, 1.0
-    sandbox.configure(rate_limit_calls=calls, rate_limit_period=period)
-    conn = use_conn(
-        sandbox.url,
-        conn_id="shortint_rlk",
-        rate_limit_key=sandbox.url,  # this test's own budget, opened in advance by _open_budget
-        rate_limit_calls=calls,
-        rate_limit_period=period,
-        rate_limit_redis_conn_id=redis_conn,
-    )
-    _open_budget(redis_conn, sandbox.url, calls, period)
+    conn = _budget_conn(sandbox, use_conn, redis_conn, "shortint_rlk", calls, period)
     client: Any = redis_server.client()
     window = RedisRateLimiter(redis_conn, budget_name(sandbox.url), calls, period).keys[0]
     out = WORKERS.Queue()
@@ -335,16 +340,7 @@ def test_redis_stopped_mid_run_waits_then_resumes_without_a_burst(
     """Redis killed (its data lost) and restarted: workers send nothing meanwhile, say so, and the
     window they find empty opens one period later, so the server never sees more than the limit."""
     calls, period = 5, 1.0
-    sandbox.configure(rate_limit_calls=calls, rate_limit_period=period)
-    conn = use_conn(
-        sandbox.url,
-        conn_id="shortint_rlr",
-        rate_limit_key=sandbox.url,  # this test's own budget, opened in advance by _open_budget
-        rate_limit_calls=calls,
-        rate_limit_period=period,
-        rate_limit_redis_conn_id=redis_conn,
-    )
-    _open_budget(redis_conn, sandbox.url, calls, period)
+    conn = _budget_conn(sandbox, use_conn, redis_conn, "shortint_rlr", calls, period)
     marks: dict[str, float] = {}
 
     def outage() -> None:
