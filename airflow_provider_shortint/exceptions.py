@@ -131,9 +131,8 @@ ERRORS_BY_RET_CODE: dict[int, type[ShortInterestError]] = {
 }
 
 
-# -- the Parquet lake (airflow_provider_shortint.lake; docs/LAKE.md) -----------------------------------
-# Each also keeps the builtin base it had before it moved here, so ``except ValueError`` / ``except
-# OSError`` callers still catch it.
+# -- the lake (airflow_provider_shortint.lake; docs/LAKE.md) --------------------------------------------
+# A bad table is also a ValueError and a failed write an OSError (with its errno), as Python code expects.
 
 
 class LakeError(ShortInterestError):
@@ -150,9 +149,9 @@ class LakeWriteError(LakeError, OSError):
     """A partition could not be written (disk full, permission, network, lock not obtained in time)."""
 
 
-class LakeConflictError(LakeError, RuntimeError):
+class LakeConflictError(LakeError):
     """Other writers replaced a partition every time this writer tried to, past the retry bound."""
 
 
-class LakeConcurrencyError(LakeError, RuntimeError):
+class LakeConcurrencyError(LakeError):
     """A second writer on a store that cannot keep concurrent writers apart: refused, nothing written."""

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_shortint import __version__
 
 if TYPE_CHECKING:
-    from airflow_provider_shortint.connection import BudgetSettings
+    from airflow_provider_shortint.transports.settings import TransportSettings
 
 
-def _connection_settings() -> list[type[BudgetSettings]]:
+def connection_settings() -> list[type[TransportSettings]]:
     """Settings class of every connection type this provider registers (add a new type here)."""
-    from airflow_provider_shortint.connection import ConnectionSettings
-    from airflow_provider_shortint.connection_opend import FutuOpenDSettings
+    from airflow_provider_shortint.transports.opend.settings import FutuOpenDSettings
+    from airflow_provider_shortint.transports.rest.settings import RestSettings
 
-    return [ConnectionSettings, FutuOpenDSettings]
+    return [RestSettings, FutuOpenDSettings]
 
 
 def get_provider_info() -> dict[str, Any]:
     """Hooks, operators, sensors, triggers and the connection types of this package."""
-    from airflow_provider_shortint.connection import connection_type_info
+    from airflow_provider_shortint.transports.settings import connection_type_info
 
     return {
         "package-name": "airflow-provider-shortint",
@@ -62,5 +62,5 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         # One entry per connection type, derived from its settings class (extras declared once there).
-        "connection-types": [connection_type_info(settings) for settings in _connection_settings()],
+        "connection-types": [connection_type_info(settings) for settings in connection_settings()],
     }

@@ -1,4 +1,6 @@
-"""OpenLineage datasets of a load: the API per market in, the lake per market out (extra ``[openlineage]``).
+"""What a load reads and writes, named for Airflow and OpenLineage: the lake's Assets (one per market
+folder) and the OpenLineage datasets of a load: the API per market in, the lake per market out (extra
+``[openlineage]``).
 
 Names follow the OpenLineage naming spec and match what the OpenLineage provider derives from the lake's
 Assets: a local lake is namespace ``file``, name ``/abs/lake/market=HK``; an object-store lake is
@@ -9,22 +11,33 @@ OpenLineage, and only when the OpenLineage provider asks for it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_shortint.assets import lake_uri
-from airflow_provider_shortint.connection_opend import DEFAULT_PORT, FutuOpenDSettings
+from airflow_provider_shortint.lake.location import lake_uri
+from airflow_provider_shortint.markets import MARKETS
+from airflow_provider_shortint.transports.opend.settings import DEFAULT_PORT, FutuOpenDSettings
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.sdk import Asset
 
 #: Prefix of the API's dataset names: ``short-interest/HK``.
 API_DATASET = "short-interest"
 #: Connection type of the OpenD gateway (vendor SDK) and the port OpenD listens on by default.
 OPEND_CONN_TYPE = FutuOpenDSettings.conn_type
 OPEND_DEFAULT_PORT = DEFAULT_PORT
+
+
+def lake_assets(lake_path: object) -> dict[str, Asset]:
+    """One Asset per market folder of the lake: ``{"HK": Asset("file:///data/lake/market=HK"), ...}``,
+    named after :func:`~airflow_provider_shortint.lake.location.lake_uri` (one URI however the lake is
+    spelled)."""
+    from airflow.sdk import Asset
+
+    root = lake_uri(lake_path)
+    return {market: Asset(f"{root}/market={market}") for market in MARKETS}
 
 
 def api_namespace(conn: Any) -> str:
@@ -50,7 +63,7 @@ def api_dataset_name(market: str) -> str:
     return f"{API_DATASET}/{market}"
 
 
-def lake_dataset(lake_path: str | os.PathLike[str], market: str) -> tuple[str, str]:
+def lake_dataset(lake_path: object, market: str) -> tuple[str, str]:
     """``(namespace, name)`` of one market folder of the lake, per the OpenLineage naming spec."""
     parts = urlsplit(f"{lake_uri(lake_path)}/market={market}")
     if parts.scheme == "file":

@@ -1,4 +1,5 @@
-"""The one registry of markets: symbol grammar, cadence, columns, SDK frame shape, time zone, report metric.
+"""The one registry of markets: symbol grammar, cadence, columns, the SDK frame's columns, time zone,
+report metric.
 
 Every other module asks this one what a market is; adding a market means adding one ``Market`` here
 (and its calendar to the sandbox). A symbol whose prefix is not registered never gets a market by default.
@@ -27,9 +28,19 @@ class Market:
     normalize_code: Callable[[str], str]  # "700" -> "00700"
     cadence_days: int  # typical days between two records (sizes the first page of an incremental run)
     columns: tuple[str, ...]  # value columns the REST endpoint fills for this market
-    sdk_columns: tuple[str, ...]  # columns of the vendor SDK's frame for this market
-    opend_missing: tuple[str, ...]  # lake columns the OpenD SDK does not carry (left null)
+    sdk_columns: tuple[str, ...]  # columns of the futu-api SDK's frame for this market, in its order
     short_metric: str  # the column that measures short interest (the report plots it)
+
+    @property
+    def opend_missing(self) -> tuple[str, ...]:
+        """Value columns the REST endpoint fills and the SDK's frame lacks (left null in rows from OpenD)."""
+        return tuple(column for column in self.columns if column not in self.sdk_columns)
+
+    @property
+    def rest_frame_columns(self) -> tuple[str, ...]:
+        """Columns of ``ShortInterestHook.get_short_interest``'s frame: the SDK's, then the REST fields it
+        lacks (a REST page carries more than the SDK's frame)."""
+        return self.sdk_columns + self.opend_missing
 
     def normalize(self, code: str, shown: str) -> str:
         """Canonical ``CODE.xxx`` for an upper-cased code, or ``InvalidParameterError``."""
@@ -60,10 +71,7 @@ HK = Market(
         "aggregated_short_ratio",
         "close_price",
         "last_close_price",
-        "avg_cost",
-        "avg_daily_short_volume",
     ),
-    opend_missing=("avg_cost", "avg_daily_short_volume"),
     short_metric="aggregated_short_ratio",
 )
 
@@ -93,9 +101,7 @@ US = Market(
         "days_to_cover",
         "close_price",
         "last_close_price",
-        "avg_daily_short_volume",
     ),
-    opend_missing=("avg_daily_short_volume",),
     short_metric="short_percent",
 )
 

@@ -58,7 +58,6 @@ _DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _DATE = re.compile(_DATE_PATTERN)
 _INT = re.compile(r"-?[0-9]{1,40}")
 _INT64_MAX = 2**63 - 1
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 Row = dict[str, Any]
 
 
@@ -108,20 +107,6 @@ def midnight_ms(timezone: str, day: dt.date) -> int:
 @functools.lru_cache(maxsize=65536)
 def _midnight_of_text(timezone: str, date_text: str) -> int:
     return midnight_ms(timezone, dt.date.fromisoformat(date_text))
-
-
-def _all_at_midnight(symbol: str, items: list[Any]) -> bool:
-    """Whether every item's timestamp is midnight of its timestamp_str (items already read by Arrow)."""
-    timezone = _timezone(symbol)
-    if timezone is None:
-        return True
-    for item in items:
-        if not isinstance(item, dict):
-            return False
-        timestamp = item.get("timestamp")
-        if timestamp is not None and timestamp != _midnight_of_text(timezone, item["timestamp_str"]):
-            return False
-    return True
 
 
 def _check_midnight(symbol: str, timezone: str | None, timestamp: int | None, date_text: str) -> None:
@@ -222,97 +207,6 @@ def rows_to_table(rows: Sequence[Row], ingested_at: dt.datetime | None = None) -
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-@functools.cache
-def _raw_item_type() -> pa.DataType:
-    """The items as the API sends them: int64 values as strings, floats (and the timestamp) as numbers."""
-    import pyarrow as pa
-
-    return pa.struct(
-        [("timestamp_str", pa.string()), ("timestamp", pa.float64())]
-        + [(name, pa.string()) for name in INT_FIELDS]
-        + [(name, pa.float64()) for name in FLOAT_FIELDS]
-    )
-
-
-def items_to_table(symbol: str, items: object, ingested_at: dt.datetime | None = None) -> pa.Table:
-    """Raw API items -> a table in the lake schema; the same result as ``rows_to_table(parse_items(...))``.
-
-    Well-formed pages are converted by Arrow in one pass (about 3x faster than the row parser); anything
-    unusual falls back to the row parser, which accepts the same inputs and raises the precise
-    ``ShortInterestResponseError``.
-    """
-    stamp = ingested_at or dt.datetime.now(dt.UTC)
-    if isinstance(items, list) and items:
-        table = _items_to_table_fast(symbol, items, stamp)
-        if table is not None:
-            return table
-    return rows_to_table(parse_items(symbol, items), stamp)
-
-
-def _items_to_table_fast(symbol: str, items: list[Any], stamp: dt.datetime) -> pa.Table | None:
-    """Arrow's conversion of well-formed items, or None where it might differ from the row parser.
-
-    Checks run once over all columns of a kind (each compute call has a fixed cost that dominates a page).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    schema = lake_schema()
-    try:
-        raw = pa.array(items, _raw_item_type())
-        dates = raw.field("timestamp_str")
-        if dates.null_count:
-            return None
-        # Arrow parses exactly YYYY-MM-DD and raises on impossible dates, as the row parser does.
-        columns = {
-            "symbol": pa.array([symbol] * len(raw), pa.string()),
-            "trade_date": dates.cast(pa.date32()),
-        }
-        # The timestamp is read as float64: a safe cast to int64 rejects fractions; beyond 2**53 it
-        # would no longer be exact, so leave such values to the row parser.
-        low, high = pc.min_max(raw.field("timestamp")).values()
-        if max(abs(low.as_py() or 0), abs(high.as_py() or 0)) > 2**53:
-            return None
-        columns["timestamp"] = raw.field("timestamp").cast(pa.int64())
-        if not _all_at_midnight(symbol, items):
-            return None  # the row parser names the item
-        # Arrow would also read "0x10" as 16: only plain decimal strings may take the fast path.
-        texts = pa.concat_arrays([raw.field(name) for name in INT_FIELDS])
-        if pc.all(pc.match_substring_regex(texts, r"^-?[0-9]{1,19}$")).as_py() is False:
-            return None
-        numbers = pa.concat_arrays([raw.field(name) for name in (*FLOAT_FIELDS, "timestamp")])
-        if pc.all(pc.is_finite(numbers)).as_py() is False:
-            return None
-        # Arrow reads JSON true/false as 1.0/0.0 where the row parser refuses them: look at those values.
-        if pc.any(pc.is_in(numbers, value_set=_ZERO_ONE())).as_py() and _has_booleans(items):
-            return None
-        for name in INT_FIELDS:
-            columns[name] = raw.field(name).cast(pa.int64())  # a safe cast: overflow raises
-        for name in FLOAT_FIELDS:
-            columns[name] = raw.field(name)
-        micros = (stamp - _EPOCH) // dt.timedelta(microseconds=1)
-        columns["ingested_at"] = pa.array([micros] * len(raw), pa.int64()).view(
-            schema.field("ingested_at").type
-        )
-        return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=schema)
-    except (TypeError, ValueError, OverflowError, pa.ArrowException):
-        return None
-
-
-@functools.cache
-def _ZERO_ONE() -> pa.Array:
-    import pyarrow as pa
-
-    return pa.array([0.0, 1.0])
-
-
-def _has_booleans(items: list[Any]) -> bool:
-    numeric = (*FLOAT_FIELDS, "timestamp")
-    return any(
-        isinstance(item, Mapping) and any(type(item.get(name)) is bool for name in numeric) for item in items
-    )
-
-
 def concat_tables(tables: Iterable[pa.Table]) -> pa.Table:
     """Concatenate lake tables; an empty input gives an empty table with the lake schema."""
     import pyarrow as pa
@@ -373,20 +267,3 @@ class RepeatedDateGuard:
             elif any(earlier.get(name) != row.get(name) for name in VALUE_COLUMNS):
                 raise _conflict(self.symbol, row["trade_date"], earlier, row)
         return kept
-
-
-def drop_repeated_dates(symbol: str, table: pa.Table) -> pa.Table:
-    """``table`` (one symbol, pages in fetch order) with one row per trade date; see RepeatedDateGuard."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if table.num_rows < 2:
-        return table
-    counts = table.group_by("trade_date").aggregate([("trade_date", "count")])
-    if pc.max(counts.column("trade_date_count")).as_py() < 2:
-        return table
-    guard = RepeatedDateGuard(symbol)
-    rows = table.to_pylist()
-    kept = {id(row) for row in guard.filter(rows)}
-    mask = pa.array([id(row) in kept for row in rows])
-    return table.filter(mask)

@@ -7,19 +7,15 @@ Every caller that retries (both hooks' transports, the sensor, the triggers) goe
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_shortint.exceptions import ShortInterestServerError
 
 if TYPE_CHECKING:
-    import requests
     from tenacity import RetryCallState
 
 _T = TypeVar("_T")
@@ -181,37 +177,3 @@ def _failure_of(retry_state: RetryCallState) -> TransientFailure:
     if not isinstance(failure, TransientFailure):  # pragma: no cover - retry_if_exception_type ensures it
         raise TypeError(f"expected a TransientFailure, got {failure!r}")
     return failure
-
-
-def retry_after(response: requests.Response) -> float | None:
-    """Seconds the server asked us to wait (``X-Retry-After-Ms`` or ``Retry-After``), if any.
-
-    Clamped to 0..``MAX_RETRY_AFTER``; values that are not finite numbers or dates are ignored.
-    """
-    millis = response.headers.get("X-Retry-After-Ms")
-    if millis:
-        try:
-            return _clamp_wait(float(millis) / 1000)
-        except ValueError:
-            pass
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return _clamp_wait(float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
-            when = when.replace(tzinfo=dt.UTC)
-        return _clamp_wait((when - dt.datetime.now(dt.UTC)).total_seconds())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _clamp_wait(seconds: float) -> float | None:
-    """A server-requested wait within 0..MAX_RETRY_AFTER; None for NaN (ignored)."""
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

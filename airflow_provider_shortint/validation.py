@@ -1,20 +1,10 @@
-"""Checks of request arguments (counts, dates) made before a rate-limited request is spent."""
+"""Checks of task arguments (dates, templates, positive integers) made before any request is spent."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from airflow_provider_shortint.exceptions import InvalidParameterError
-
-MAX_COUNT = 90  # the REST endpoint's largest page
-
-
-def validate_count(count: object, name: str = "count", maximum: int = MAX_COUNT) -> int:
-    """``count`` must be an int in 1..``maximum`` (the transport's largest page; REST: 90); checked before
-    any request is spent."""
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= maximum:
-        raise InvalidParameterError(f"{name} must be an integer from 1 to {maximum}, got {count!r}")
-    return count
 
 
 def to_date(value: object, name: str) -> dt.date | None:

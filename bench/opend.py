@@ -69,7 +69,7 @@ def start_sandbox() -> tuple[subprocess.Popen[str], int]:
 
 def overhead(report: Report, quick: bool) -> None:
     from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
-    from airflow_provider_shortint.opend_sdk import load_futu
+    from airflow_provider_shortint.transports.opend.sdk import load_futu
 
     n = 100 if quick else 300
     process, port = start_sandbox()

@@ -46,7 +46,7 @@ def _worker(conn_id: str, symbols: list[str], ready: Any, go: Any, out: Any) -> 
 
 
 def _hold_only_slot(url: str, redis_conn: str | None, state_dir: str | None, out: Any) -> None:
-    from airflow_provider_shortint.ratelimit import shared_limiter
+    from airflow_provider_shortint.budget import shared_limiter
 
     out.put(shared_limiter(url, 1, PERIOD, state_dir, redis_conn).acquire())
     time.sleep(600)
@@ -54,7 +54,7 @@ def _hold_only_slot(url: str, redis_conn: str | None, state_dir: str | None, out
 
 def _recovery(url: str, redis_conn: str | None, state_dir: str | None) -> tuple[float, float]:
     """Seconds from SIGKILL of the holder of a 1 / PERIOD budget until the next acquire; and the lease."""
-    from airflow_provider_shortint.ratelimit import shared_limiter
+    from airflow_provider_shortint.budget import shared_limiter
 
     out = CTX.Queue()
     holder = CTX.Process(target=_hold_only_slot, args=(url, redis_conn, state_dir, out))

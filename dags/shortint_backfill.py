@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.sdk import AssetAlias, Param, dag, task
 
-from airflow_provider_shortint.example_settings import (
+from airflow_provider_shortint.examples.settings import (
     API_POOL,
     CONN_ID,
     DEFAULT_UNIVERSE,
@@ -92,7 +92,7 @@ def shortint_backfill() -> None:
         summaries: list[dict[str, Any]], params: dict[str, Any], outlet_events: Any
     ) -> dict[str, Any]:
         """Totals over the chunks that finished; one asset event per market that got rows."""
-        from airflow_provider_shortint.assets import lake_assets
+        from airflow_provider_shortint.lineage import lake_assets
 
         # One slice fetches every chunk's summary (a chunk that failed pushed none); iterating a mapped
         # XCom would probe one past the end (an "XCom not found" log).

@@ -15,7 +15,7 @@ For HK and US independently (one task group each):
 
 Universe of a market, first found wins: the DAG param ``hk_symbols`` / ``us_symbols`` (list or
 comma-separated string), the Airflow Variable ``shortint_hk_universe`` / ``shortint_us_universe``
-(comma-separated), the default list in ``airflow_provider_shortint.example_settings``. The lake is
+(comma-separated), the default list in ``airflow_provider_shortint.examples.settings``. The lake is
 ``$SHORTINT_LAKE_PATH`` (default ``{AIRFLOW_HOME}/shortint_lake``), fixed at parse time because it names
 the Assets.
 """
@@ -27,8 +27,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
 
-from airflow_provider_shortint.assets import lake_assets
-from airflow_provider_shortint.example_settings import (
+from airflow_provider_shortint.examples.settings import (
     API_POOL,
     BELLWETHER,
     CONN_ID,
@@ -38,6 +37,7 @@ from airflow_provider_shortint.example_settings import (
     fail_if_rejected,
     poke_interval,
 )
+from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKET_CODES
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRecordSensor

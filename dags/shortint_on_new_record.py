@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAny, AssetWatcher, dag, task
 
-from airflow_provider_shortint.example_settings import (
+from airflow_provider_shortint.examples.settings import (
     API_POOL,
     BELLWETHER,
     CONN_ID,

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import AssetAny, Param, dag, task
 
-from airflow_provider_shortint.assets import lake_assets
-from airflow_provider_shortint.example_settings import BELLWETHER, default_lake_path, default_report_dir
+from airflow_provider_shortint.examples.settings import BELLWETHER, default_lake_path, default_report_dir
+from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKETS
 
 if TYPE_CHECKING:

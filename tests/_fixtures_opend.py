@@ -15,7 +15,7 @@ def futu_quiet() -> None:
     """futu-api imported once the provider's way (``opend_sdk.load_futu``: nothing under $HOME, its log
     routed to ``airflow_provider_shortint.opend.sdk``, SIGINT left alone); skips when it is missing."""
     pytest.importorskip("futu", reason="futu-api (the [futu] extra) is not installed")
-    from airflow_provider_shortint.opend_sdk import load_futu
+    from airflow_provider_shortint.transports.opend.sdk import load_futu
 
     load_futu()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_provider_shortint.assets import lake_assets
+from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_metadata import asset_events, run_ids, task_states
 from tests.conftest import AirflowHome, conn_uri

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from airflow_provider_shortint.assets import lake_assets
+from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests.conftest import AirflowHome, conn_uri
 

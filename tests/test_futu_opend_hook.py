@@ -26,9 +26,9 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
 from airflow_provider_shortint.markets import MARKETS
-from airflow_provider_shortint.opend_transport import classify
 from airflow_provider_shortint.retry import TransientFailure
 from airflow_provider_shortint.sandbox import SandboxServer
+from airflow_provider_shortint.transports.opend.transport import classify
 from tests._fixtures_opend_hook import opend_conn, run_child
 from tests._helpers import max_in_window
 
@@ -370,19 +370,19 @@ def test_every_sdk_call_takes_a_budget_slot(
 
 
 def test_budget_shared_with_rest_by_rate_limit_key(opend_sandbox: SandboxServer, monkeypatch: Any) -> None:
-    from airflow_provider_shortint.hooks.factory import hook_for_connection
+    from airflow_provider_shortint.hooks.base import hook_for
 
     extra = {"rate_limit_key": "account-42", "rate_limit_calls": 7}
     monkeypatch.setenv("AIRFLOW_CONN_OPEND_K", opend_conn(opend_sandbox.opend_port, **extra))
     rest = {"conn_type": "shortint", "host": opend_sandbox.url, "extra": {**extra, "rate_limit_period": 1}}
     monkeypatch.setenv("AIRFLOW_CONN_REST_K", json.dumps(rest))
-    opend, rest_hook = hook_for_connection("opend_k"), hook_for_connection("rest_k")
+    opend, rest_hook = hook_for("opend_k"), hook_for("rest_k")
     assert isinstance(opend, FutuOpenDHook)
     assert opend.rate_limiter is rest_hook.rate_limiter  # type: ignore[attr-defined]
 
 
 def test_factory_picks_the_hook_of_the_conn_type(opend_sandbox: SandboxServer, monkeypatch: Any) -> None:
-    from airflow_provider_shortint.hooks.factory import ahook_for_connection, hook_for_connection
+    from airflow_provider_shortint.hooks.base import ahook_for, hook_for
     from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 
     monkeypatch.setenv("AIRFLOW_CONN_F_OPEND", opend_conn(opend_sandbox.opend_port))
@@ -390,16 +390,16 @@ def test_factory_picks_the_hook_of_the_conn_type(opend_sandbox: SandboxServer, m
         "AIRFLOW_CONN_F_REST", json.dumps({"conn_type": "shortint", "host": opend_sandbox.url})
     )
     monkeypatch.setenv("AIRFLOW_CONN_F_HTTP", json.dumps({"conn_type": "http", "host": "example.com"}))
-    assert type(hook_for_connection("f_rest")) is ShortInterestHook
-    hook = hook_for_connection("f_opend", max_retries=0)
+    assert type(hook_for("f_rest")) is ShortInterestHook
+    hook = hook_for("f_opend", max_retries=0)
     assert type(hook) is FutuOpenDHook and hook.max_retries == 0 and hook.max_count == 50
     with pytest.raises(InvalidParameterError, match=r"conn_type 'http'.*'shortint' and 'futu_opend'"):
-        hook_for_connection("f_http")
-    loaded = asyncio.run(ahook_for_connection("f_opend"))
+        hook_for("f_http")
+    loaded = asyncio.run(ahook_for("f_opend"))
     assert isinstance(loaded, FutuOpenDHook) and loaded._loaded is not None
     assert loaded.settings.port == opend_sandbox.opend_port
     with pytest.raises(InvalidParameterError, match="conn_type 'http'"):
-        asyncio.run(ahook_for_connection("f_http"))
+        asyncio.run(ahook_for("f_http"))
 
 
 @pytest.mark.parametrize(
@@ -558,7 +558,7 @@ def test_without_futu_a_clear_error_naming_the_extra(tmp_path: Path) -> None:
 import sys
 sys.modules["futu"] = None  # as if futu-api were not installed
 from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
-from airflow_provider_shortint.opend_sdk import FutuNotInstalledError
+from airflow_provider_shortint.transports.opend.sdk import FutuNotInstalledError
 try:
     FutuOpenDHook("nofutu").get_page("HK.00700")
 except FutuNotInstalledError as err:

@@ -408,10 +408,10 @@ def test_test_connection(hook_for: HookFactory) -> None:
 def test_host_without_scheme_means_https() -> None:
     from types import SimpleNamespace
 
-    from airflow_provider_shortint.connection import ConnectionSettings
+    from airflow_provider_shortint.transports.rest.settings import RestSettings
 
     conn = SimpleNamespace(conn_id="c", host="api.example.com/", port=8443, password="", extra_dejson={})
-    settings = ConnectionSettings.from_connection(conn)
+    settings = RestSettings.from_connection(conn)
     assert settings.base_url == "https://api.example.com:8443" and settings.token is None
 
 

@@ -31,7 +31,7 @@ from airflow_provider_shortint.exceptions import (
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.records import midnight_ms
 from airflow_provider_shortint.retry import MAX_TOTAL_WAIT
-from airflow_provider_shortint.transport_http import MAX_RESPONSE_BYTES
+from airflow_provider_shortint.transports.rest.http import MAX_RESPONSE_BYTES
 from tests._fixtures_hostile import (
     HostileServer,
     Request,

@@ -285,7 +285,7 @@ def test_latest_dates_reads_only_two_columns(lake: ParquetLake, monkeypatch: pyt
 def test_upsert_lists_nothing_beyond_its_partitions(
     lake: ParquetLake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_shortint.lake.local_store import LocalStore
+    from airflow_provider_shortint.lake.stores.local import LocalStore
 
     lake.upsert(make_table(HK, [D1, D2]))
 

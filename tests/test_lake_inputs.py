@@ -58,8 +58,8 @@ def test_operator_rejects_bad_lake_path_before_any_request(
     existing = tmp_path / "file"
     existing.write_text("x")
     for lake_path in (str(existing), f"{tmp_path}/lake\n", f"{tmp_path}/a/../lake", "s3://c@bucket/../other"):
-        operator = ShortInterestToParquetOperator(task_id="t", symbols=["HK.00700"], lake_path=lake_path)
-        with pytest.raises(InvalidParameterError, match="lake_path"):
+        with pytest.raises(InvalidParameterError, match="lake_path"):  # at DAG parse time, or at run time
+            operator = ShortInterestToParquetOperator(task_id="t", symbols=["HK.00700"], lake_path=lake_path)
             operator.execute(context={})  # type: ignore[arg-type]
     assert sandbox.stats()["requests"] == 0
 

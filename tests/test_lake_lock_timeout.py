@@ -54,7 +54,7 @@ def test_writer_logs_and_gives_up_on_a_stopped_lock_holder(
         lake._store.lock_timeout = 1.0  # type: ignore[attr-defined]
         lake._store.lock_log_after = 0.1  # type: ignore[attr-defined]
         with (
-            caplog.at_level(logging.INFO, logger="airflow_provider_shortint.lake.local_store"),
+            caplog.at_level(logging.INFO, logger="airflow_provider_shortint.lake.stores.local"),
             pytest.raises(LakeWriteError) as info,
         ):
             lake.upsert(table(["HK.00700"]))

@@ -138,7 +138,7 @@ def test_operator_loads_into_s3(s3_server: Any, s3_prefix: str, sandbox: Any, us
 
 
 def test_conditional_put_refuses_a_stale_version(s3_server: Any, s3_prefix: str) -> None:
-    from airflow_provider_shortint.lake.store import Stored, WriteConflict
+    from airflow_provider_shortint.lake.stores.base import Stored, WriteConflict
 
     lake = open_lake(s3_server.url(s3_prefix))
     assert lake.write_guard == "compare-and-swap"
@@ -187,7 +187,7 @@ def test_conflict_rereads_and_merges_the_other_writers_rows(s3_server: Any, s3_p
 def test_conflicts_past_the_bound_fail_clearly(s3_server: Any, s3_prefix: str) -> None:
     from airflow_provider_shortint.lake import LakeConflictError
     from airflow_provider_shortint.lake.parquet_lake import MAX_WRITE_ATTEMPTS
-    from airflow_provider_shortint.lake.store import WriteConflict
+    from airflow_provider_shortint.lake.stores.base import WriteConflict
 
     lake = open_lake(s3_server.url(s3_prefix))
     attempts: list[str] = []

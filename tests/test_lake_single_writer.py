@@ -6,7 +6,7 @@ Airflow hands to ObjectStoragePath like any filesystem a provider registers):
 - ``nocas://`` offers no precondition at all (fsspec's default ``mode="create"`` is exists-then-write):
   the lake must refuse to write there, with a clear message, before writing anything;
 - ``excl://`` has an atomic create-only write, as gcsfs and adlfs do (declared through
-  ``object_store.CREATE_ONLY_PROTOCOLS``): the lake takes its writer lease with it, so of two writers
+  ``stores.object.CREATE_ONLY_PROTOCOLS``): the lake takes its writer lease with it, so of two writers
   racing for the lease exactly one proceeds and the other is refused before writing.
 """
 
@@ -90,7 +90,7 @@ def nocas() -> Iterator[Any]:
 @pytest.fixture
 def excl(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """``excl://``: an atomic create-only write, like gcsfs/adlfs; yields the (fresh) filesystem."""
-    from airflow_provider_shortint.lake import object_store
+    from airflow_provider_shortint.lake.stores import object as object_store
 
     monkeypatch.setattr(object_store, "CREATE_ONLY_PROTOCOLS", (*object_store.CREATE_ONLY_PROTOCOLS, "excl"))
     cls = _register("excl", atomic_create=True)
@@ -171,14 +171,14 @@ def _race_for_the_lease(writers: int) -> list[str]:
     from airflow_provider_shortint.lake import LakeConcurrencyError
     from airflow_provider_shortint.lake.lease import WriterLease
     from airflow_provider_shortint.lake.location import parse_location
-    from airflow_provider_shortint.lake.object_store import object_store
+    from airflow_provider_shortint.lake.stores import open_store
 
     start = threading.Barrier(writers)
     outcomes: list[str] = []
     everyone_refused = threading.Event()
 
     def contend() -> None:
-        lease = WriterLease(object_store(parse_location("excl://bucket/lake")))  # type: ignore[arg-type]
+        lease = WriterLease(open_store(parse_location("excl://bucket/lake")))  # type: ignore[arg-type]
         start.wait(30)
         try:
             with lease:

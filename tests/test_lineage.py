@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from airflow.models.connection import Connection
 
-from airflow_provider_shortint.assets import lake_assets
-from airflow_provider_shortint.lineage import api_namespace, build_lineage, lake_dataset
+from airflow_provider_shortint.lineage import api_namespace, build_lineage, lake_assets, lake_dataset
 from airflow_provider_shortint.records import lake_schema
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_metadata import asset_events, run_ids, task_states

@@ -9,8 +9,8 @@ import airflow
 import jsonschema
 
 from airflow_provider_shortint import __version__
-from airflow_provider_shortint.connection import KNOWN_EXTRAS, ConnectionSettings
 from airflow_provider_shortint.get_provider_info import get_provider_info
+from airflow_provider_shortint.transports.rest.settings import RestSettings
 from tests.conftest import AirflowHome
 
 
@@ -22,8 +22,10 @@ def test_provider_info_matches_airflow_schema() -> None:
     by_type = {entry["connection-type"]: entry for entry in info["connection-types"]}
     conn_type = by_type["shortint"]
     assert conn_type["hook-class-name"].endswith("hooks.short_interest.ShortInterestHook")
-    assert set(conn_type["conn-fields"]) == set(KNOWN_EXTRAS)
-    assert {"rate_limit_redis_conn_id", "rate_limit_key", "timeout", "verify_ssl"} <= set(KNOWN_EXTRAS)
+    assert set(conn_type["conn-fields"]) == set(RestSettings.extras())
+    assert {"rate_limit_redis_conn_id", "rate_limit_key", "timeout", "verify_ssl"} <= set(
+        RestSettings.extras()
+    )
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"]["password"] == "API token"
     assert set(behaviour["hidden-fields"]) == {"schema", "login"}
@@ -38,15 +40,15 @@ def test_extras_declared_once_drive_form_and_reading() -> None:
 
     from airflow_provider_shortint.exceptions import InvalidParameterError
 
-    declared = ConnectionSettings.extras()
+    declared = RestSettings.extras()
     fields = get_provider_info()["connection-types"][0]["conn-fields"]
-    assert list(fields) == list(declared) == list(KNOWN_EXTRAS)
+    assert list(fields) == list(declared) == list(RestSettings.extras())
     for name, declaration in declared.items():
         assert fields[name]["label"] == declaration.label and "null" in fields[name]["schema"]["type"]
 
-    def read(**extra: object) -> ConnectionSettings:
+    def read(**extra: object) -> RestSettings:
         conn = SimpleNamespace(conn_id="c", host="http://h", port=None, password=None, extra_dejson=extra)
-        return ConnectionSettings.from_connection(conn)
+        return RestSettings.from_connection(conn)
 
     defaults = read()
     assert (defaults.timeout, defaults.rate_limit_calls, defaults.max_retries) == (30.0, 30, 5)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_shortint import ratelimit_file
-from airflow_provider_shortint.ratelimit import FileRateLimiter, RateLimiter, shared_limiter
+from airflow_provider_shortint.budget import RateLimiter, file_window, shared_limiter
+from airflow_provider_shortint.budget.file_window import FileRateLimiter
 from tests._helpers import max_in_window
 
 
@@ -120,7 +120,7 @@ def test_rejects_empty_budget(calls: int, period: float) -> None:
 def test_long_wait_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     limiter = RateLimiter(1, 30.0, clock=clock, sleep=clock.sleep)
-    caplog.set_level("INFO", logger="airflow_provider_shortint.ratelimit")
+    caplog.set_level("INFO", logger="airflow_provider_shortint.budget")
     with limiter.slot():
         pass
     with limiter.slot():  # waits 30 s (in fake time)
@@ -168,7 +168,7 @@ def test_file_clamps_slots_stamped_in_the_future(tmp_path: Path, caplog: pytest.
     path.write_text(json.dumps([[1000.0 + 3600, "x"], [1000.0 + 3600, "y"]]), encoding="utf-8")
     clock = FakeClock()
     limiter = FileRateLimiter(path, 2, 30.0, clock=clock, sleep=clock.sleep)
-    caplog.set_level("WARNING", logger="airflow_provider_shortint.ratelimit")
+    caplog.set_level("WARNING", logger="airflow_provider_shortint.budget")
     limiter.acquire()
     assert sum(clock.sleeps) == pytest.approx(30.0)
     assert any("stamped up to 3600 s in the future" in r.getMessage() for r in caplog.records)
@@ -233,7 +233,7 @@ def test_file_lock_of_a_stopped_process_is_set_aside(
     try:
         assert ready.wait(60)
         os.kill(holder.pid, signal.SIGSTOP)  # type: ignore[arg-type]
-        caplog.set_level("WARNING", logger="airflow_provider_shortint.ratelimit")
+        caplog.set_level("WARNING", logger="airflow_provider_shortint.budget")
         limiter = FileRateLimiter(path, 5, 1.0, lock_timeout=1.5)
         limiter.release(limiter.acquire())
         messages = [r.getMessage() for r in caplog.records]
@@ -285,7 +285,7 @@ def test_holder_paused_between_its_check_and_its_rename_loses_no_slot(
     holder = FileRateLimiter(path, 2, 30.0)
     waiter = FileRateLimiter(path, 2, 30.0, lock_timeout=0.3)
     checked, resume = threading.Event(), threading.Event()
-    real_check = ratelimit_file._still_current
+    real_check = file_window._still_current
     pauses: list[bool] = []
 
     def check_then_stall(fd: int, lock_path: str) -> bool:
@@ -297,7 +297,7 @@ def test_holder_paused_between_its_check_and_its_rename_loses_no_slot(
             assert resume.wait(30)
         return current
 
-    monkeypatch.setattr(ratelimit_file, "_still_current", check_then_stall)
+    monkeypatch.setattr(file_window, "_still_current", check_then_stall)
     taken: list[str] = []
     thread = threading.Thread(target=lambda: taken.append(holder.acquire()), name="holder")
     thread.start()

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_shortint.budget import RateLimiter, budget_name, shared_limiter
+from airflow_provider_shortint.budget.file_window import FileRateLimiter
+from airflow_provider_shortint.budget.redis_window import RedisRateLimiter
 from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestServerError
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
-from airflow_provider_shortint.ratelimit import FileRateLimiter, RateLimiter, budget_name, shared_limiter
-from airflow_provider_shortint.ratelimit_redis import RedisRateLimiter
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_redis import RedisServer, free_port
 from tests._helpers import max_in_window

@@ -85,8 +85,6 @@ def as_sdk_row(symbol: str, item: dict[str, Any]) -> dict[str, Any]:
     market = MARKETS[symbol.split(".")[0]]
     row: dict[str, Any] = {}
     for column in market.sdk_columns:
-        if column in market.opend_missing:
-            continue
         value = item[column]
         if column == "timestamp":
             value //= 1000

@@ -28,9 +28,9 @@ STUCK = 5  # more than the 4 threads of the pool the triggers used to share
 def import_transport() -> None:
     """Import what a first request imports, so that on a busy machine the request reaches the server
     well before a short deadline."""
-    from airflow_provider_shortint.hooks.factory import hook_for_connection
+    from airflow_provider_shortint.hooks.base import hook_for
 
-    hook_for_connection("shortint_stuck").close()
+    hook_for("shortint_stuck").close()
     import requests  # noqa: F401
 
 

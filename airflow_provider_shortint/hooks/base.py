@@ -16,34 +16,28 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 
+from airflow_provider_shortint.budget import RateLimiter, shared_limiter
 from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestError
 from airflow_provider_shortint.markets import MARKETS, market_of
-from airflow_provider_shortint.paginate import (
-    NextKeyPaginator,
-    RawPage,
-    history_page_bound,
-    is_last,
-    paginate,
-)
-from airflow_provider_shortint.ratelimit import RateLimiter, shared_limiter
-from airflow_provider_shortint.records import (
-    RepeatedDateGuard,
-    ShortInterestPage,
-    concat_tables,
-    drop_repeated_dates,
-    items_to_table,
-    parse_items,
-)
+from airflow_provider_shortint.records import RepeatedDateGuard, ShortInterestPage, parse_items, rows_to_table
 from airflow_provider_shortint.retry import RetryPolicy
 from airflow_provider_shortint.symbols import normalize_symbol
 from airflow_provider_shortint.text import register_secret, shown
-from airflow_provider_shortint.validation import to_date, validate_count
+from airflow_provider_shortint.transports.paging import (
+    NextKeyPaginator,
+    RawPage,
+    checked_next_key,
+    history_page_bound,
+    paginate,
+    validate_count,
+)
+from airflow_provider_shortint.validation import to_date
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from airflow_provider_shortint.connection import BudgetSettings
+    from airflow_provider_shortint.transports.settings import TransportSettings
 
 
 class _BudgetBusy(Exception):
@@ -76,19 +70,19 @@ class ShortInterestBaseHook(BaseHook):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
-        self._conn_id = conn_id
+        self._conn_id = checked_conn_id(conn_id)
         self._max_retries = max_retries
         self.backoff_max = backoff_max
         self._rate_limiter = rate_limiter
         self._sleep = sleep
-        self._loaded: BudgetSettings | None = None
+        self._loaded: TransportSettings | None = None
         #: Requests sent so far by this hook (every attempt counts); the operator reports it.
         self.requests_made = 0
         self._probing = False  # test_connection: no retry, no waiting for the budget
 
     # -- what a transport says about its connection -----------------------------------------------------
 
-    def read_settings(self, conn: Any) -> BudgetSettings:
+    def read_settings(self, conn: Any) -> TransportSettings:
         """The transport's validated settings from an Airflow connection (bad values raise)."""
         raise NotImplementedError
 
@@ -102,7 +96,7 @@ class ShortInterestBaseHook(BaseHook):
 
     # -- settings, retries and budget, once for every transport -----------------------------------------
 
-    def load_settings(self) -> BudgetSettings:
+    def load_settings(self) -> TransportSettings:
         """Validated connection settings, read once per hook (bad ones raise before any request)."""
         if self._loaded is None:
             settings = self.read_settings(self.get_connection(self._conn_id))
@@ -115,20 +109,20 @@ class ShortInterestBaseHook(BaseHook):
         assert self._loaded is not None
         return self._loaded
 
-    async def aload_settings(self) -> BudgetSettings:
+    async def aload_settings(self) -> TransportSettings:
         """Async twin of :meth:`load_settings` for triggers: never touches the connection synchronously."""
         if self._loaded is None:
             settings = self.read_settings(await self.aget_connection(self._conn_id))
             secret = self.secret_of(settings)
             if secret:
-                from airflow_provider_shortint._compat import amask_secret
+                from airflow.sdk.log import amask_secret
 
                 await amask_secret(secret)
             self._use(settings, secret)
         assert self._loaded is not None
         return self._loaded
 
-    def _use(self, settings: BudgetSettings, secret: str | None) -> None:
+    def _use(self, settings: TransportSettings, secret: str | None) -> None:
         register_secret(secret)  # masked in every exception and message the provider builds
         self._loaded = settings
 
@@ -257,27 +251,18 @@ class ShortInterestBaseHook(BaseHook):
         :param first_page_size: a smaller first request (see :meth:`iter_pages`).
 
         Pages stop as soon as one reaches ``since``; ``first_page_size`` sizes the first request to the
-        expected gap. Items go straight to Arrow (see ``records.items_to_table``). One row per trade date
-        (as :meth:`iter_pages`: a repeat with the same values is dropped, with other values raises).
+        expected gap. One row per trade date (as :meth:`iter_pages`: a repeat with the same values is
+        dropped, with other values raises).
         """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        symbol = normalize_symbol(symbol)
         bound = to_date(since, "since")
         stamp = dt.datetime.now(dt.UTC)
-
-        def to_table(raw: RawPage) -> tuple[pa.Table, dt.date | None]:
-            table = items_to_table(symbol, raw.items, stamp)
-            oldest: dt.date | None = pc.min(table.column("trade_date")).as_py()
-            if bound is not None:
-                table = table.filter(pc.greater(table.column("trade_date"), pa.scalar(bound, pa.date32())))
-            return table, oldest
-
-        paginator = self._paginator(symbol, page_size, bound, first_page_size)
-        return drop_repeated_dates(
-            symbol, concat_tables(paginate(paginator, self._fetcher(symbol), to_table))
-        )
+        rows = [
+            row
+            for page in self.iter_pages(symbol, page_size, bound, first_page_size)
+            for row in page.items
+            if bound is None or row["trade_date"] > bound
+        ]
+        return rows_to_table(rows, stamp)
 
     def get_latest(self, symbol: str) -> dict[str, Any] | None:
         """The newest record of ``symbol`` (one request, count=1), or None if it has none."""
@@ -332,14 +317,50 @@ class ShortInterestBaseHook(BaseHook):
         return functools.partial(self.fetch_raw_page, symbol)
 
 
-def checked_next_key(next_key: object) -> str | None:
-    """The one ``next_key`` rule of both hooks: None or "" ask for the newest page; a key a page returned
-    is sent as is; "-1" (the SDK's end marker) or a non-string raises."""
-    if next_key is None or next_key == "":
-        return None
-    if not isinstance(next_key, str) or is_last(next_key):
+def checked_conn_id(conn_id: object) -> str:
+    """A connection id as given, or ``InvalidParameterError`` for None, '' or a non-string (before Airflow
+    is asked for it)."""
+    if not isinstance(conn_id, str) or not conn_id.strip():
         raise InvalidParameterError(
-            f"next_key must be a key returned by a previous page, got {shown(next_key)} "
-            "(that value marks the last page)"
+            "the connection id must name an Airflow connection (of type shortint or futu_opend), "
+            f"got {shown(conn_id)}"
         )
-    return next_key
+    return conn_id
+
+
+def hook_for(conn_id: str, **hook_params: Any) -> ShortInterestBaseHook:
+    """The hook the connection's type registers (Airflow's ``Connection.get_hook``), REST or OpenD.
+
+    ``hook_params`` go to the hook (``max_retries``, ``backoff_max``, ``rate_limiter``, ``sleep``). A
+    connection of a type this provider does not serve raises ``InvalidParameterError`` naming the types
+    it does.
+    """
+    conn = BaseHook.get_connection(checked_conn_id(conn_id))
+    return _ours(conn, hook_params)
+
+
+async def ahook_for(conn_id: str, **hook_params: Any) -> ShortInterestBaseHook:
+    """Async twin of :func:`hook_for` for triggers: the connection read with ``aget_connection`` and the
+    hook's settings loaded, so the hook never reads the connection synchronously afterwards."""
+    conn = await BaseHook.aget_connection(checked_conn_id(conn_id))
+    hook = _ours(conn, hook_params)
+    await hook.aload_settings()
+    return hook
+
+
+def _ours(conn: Any, hook_params: dict[str, Any]) -> ShortInterestBaseHook:
+    from airflow_provider_shortint.get_provider_info import connection_settings
+
+    served = [settings.conn_type for settings in connection_settings()]
+    if conn.conn_type not in served:
+        raise InvalidParameterError(
+            f"connection {conn.conn_id!r} has conn_type {conn.conn_type!r}; the short interest provider "
+            f"serves {' and '.join(map(repr, served))} connections"
+        )
+    hook = conn.get_hook(hook_params=hook_params)
+    if not isinstance(hook, ShortInterestBaseHook):  # another provider registered one of our types
+        raise InvalidParameterError(
+            f"connection {conn.conn_id!r}: conn_type {conn.conn_type!r} gives {type(hook).__name__}, "
+            "not a short interest hook"
+        )
+    return hook

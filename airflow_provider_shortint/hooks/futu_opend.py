@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow_provider_shortint.connection_opend import FutuOpenDSettings
-from airflow_provider_shortint.hooks.base import ShortInterestBaseHook, checked_next_key
-from airflow_provider_shortint.paginate import RawPage
+from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
+from airflow_provider_shortint.transports.opend.settings import OPEND_MAX_COUNT, FutuOpenDSettings
+from airflow_provider_shortint.transports.paging import RawPage, checked_next_key, validate_count
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airflow_provider_shortint.opend_transport import OpenDTransport
-
-#: The SDK's page range (Qot_GetShortInterest: num 1..50).
-OPEND_MAX_COUNT = 50
+    from airflow_provider_shortint.transports.opend.transport import OpenDTransport
 
 
 class FutuOpenDHook(ShortInterestBaseHook):
@@ -46,7 +43,7 @@ class FutuOpenDHook(ShortInterestBaseHook):
     @property
     def transport(self) -> OpenDTransport:
         if self._transport is None:
-            from airflow_provider_shortint.opend_transport import OpenDTransport
+            from airflow_provider_shortint.transports.opend.transport import OpenDTransport
 
             self._transport = OpenDTransport(self.settings)
         return self._transport
@@ -67,7 +64,7 @@ class FutuOpenDHook(ShortInterestBaseHook):
 
     def fetch_raw_page(self, symbol: str, count: int, next_key: str | None) -> RawPage:
         """One budgeted, retried SDK call for validated arguments; items in the REST item shape."""
-        from airflow_provider_shortint.opend_transport import frames_to_page
+        from airflow_provider_shortint.transports.opend.transport import frames_to_page
 
         us_df, hk_df = self._frames(symbol, count, next_key)
         return frames_to_page(symbol, us_df, hk_df)
@@ -93,7 +90,6 @@ class FutuOpenDHook(ShortInterestBaseHook):
         """The SDK's own ``(us_df, hk_df)`` (its columns, ``timestamp`` in seconds, attrs["next_key"] "-1"
         at the end), validated, budgeted and retried; raises instead of returning an error code."""
         from airflow_provider_shortint.symbols import normalize_symbol
-        from airflow_provider_shortint.validation import validate_count
 
         symbol = normalize_symbol(code)
         count = None if num is None else validate_count(num, "num", self.max_count)  # None: OpenD's 10

@@ -1,9 +1,10 @@
 """ShortInterestHook: the REST contract of DESIGN.md §2-§5.
 
-Layers: the connection's settings (``connection.ConnectionSettings``), one ``requests.Session`` per hook
-(keep-alive across pages and symbols), one request per attempt (``transport_http.HttpTransport``: the
-checked envelope, bounded in time and bytes), the retry policy and request budget around each attempt
-(here), and paging, typing and Arrow conversion for every transport (``hooks.base``).
+Layers: the connection's settings (``transports.rest.settings.RestSettings``), one
+``requests.Session`` per hook (keep-alive across pages and symbols), one request per attempt
+(``transports.rest.http.HttpTransport``: the checked envelope, bounded in time and bytes), the retry
+policy and request budget around each attempt (here), and paging, typing and Arrow conversion for every
+transport (``hooks.base``).
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
-from airflow_provider_shortint.connection import ConnectionSettings
 from airflow_provider_shortint.exceptions import ShortInterestResponseError
 from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
-from airflow_provider_shortint.paginate import RawPage, is_last
 from airflow_provider_shortint.retry import RetryPolicy
 from airflow_provider_shortint.text import shown
-from airflow_provider_shortint.validation import MAX_COUNT
+from airflow_provider_shortint.transports.paging import RawPage, is_last
+from airflow_provider_shortint.transports.rest.settings import REST_MAX_COUNT, RestSettings
 
 if TYPE_CHECKING:
     import pandas as pd
     import requests
 
-    from airflow_provider_shortint.transport_http import HttpTransport
+    from airflow_provider_shortint.transports.rest.http import HttpTransport
 
 
 class ShortInterestHook(ShortInterestBaseHook):
@@ -38,7 +38,7 @@ class ShortInterestHook(ShortInterestBaseHook):
     default_conn_name = "shortint_default"
     conn_type = "shortint"
     hook_name = "Short Interest"
-    max_count = MAX_COUNT
+    max_count = REST_MAX_COUNT
 
     def __init__(self, shortint_conn_id: str = default_conn_name, **options: Any) -> None:
         super().__init__(shortint_conn_id, **options)
@@ -48,21 +48,21 @@ class ShortInterestHook(ShortInterestBaseHook):
 
     # -- connection ---------------------------------------------------------------------------------------
 
-    def read_settings(self, conn: Any) -> ConnectionSettings:
-        return ConnectionSettings.from_connection(conn)
+    def read_settings(self, conn: Any) -> RestSettings:
+        return RestSettings.from_connection(conn)
 
-    def secret_of(self, settings: ConnectionSettings) -> str | None:
+    def secret_of(self, settings: RestSettings) -> str | None:
         return settings.token
 
     @property
-    def settings(self) -> ConnectionSettings:
+    def settings(self) -> RestSettings:
         """Validated connection settings, read once per hook (bad ones raise before any request)."""
-        return cast("ConnectionSettings", self.load_settings())
+        return cast("RestSettings", self.load_settings())
 
     def get_conn(self) -> requests.Session:
         """The hook's one ``requests.Session`` (keep-alive across pages and symbols)."""
         if self._session is None:
-            from airflow_provider_shortint.transport_http import new_session
+            from airflow_provider_shortint.transports.rest.http import new_session
 
             self._session = new_session(self.settings)
         return self._session
@@ -71,7 +71,7 @@ class ShortInterestHook(ShortInterestBaseHook):
     def transport(self) -> HttpTransport:
         """Sends one request over :meth:`get_conn`'s session and checks the envelope."""
         if self._transport is None:
-            from airflow_provider_shortint.transport_http import HttpTransport
+            from airflow_provider_shortint.transports.rest.http import HttpTransport
 
             self._transport = HttpTransport(self.settings, self.shortint_conn_id, self.get_conn)
         return self._transport
@@ -124,7 +124,7 @@ class ShortInterestHook(ShortInterestBaseHook):
             newest page; "-1" raises (it marks the last page).
         :param num: page size, 1..90 (default 30).
         """
-        from airflow_provider_shortint.sdk_frames import sdk_frames
+        from airflow_provider_shortint.transports.rest.frames import sdk_frames
 
         return sdk_frames(self.get_page(code, count=30 if num is None else num, next_key=next_key))
 

@@ -6,8 +6,9 @@ file in :func:`~airflow_provider_shortint.records.lake_schema`, rows sorted by s
 - ``location``: ``lake_path`` -> local directory or object-storage location (syntax only, no I/O);
 - ``layout``: the partition path format (the one place that knows it);
 - ``arrow``: pure Arrow functions (conform, check, split into partitions, merge, Parquet bytes);
-- ``store``: the store interface and its write guard; ``local_store`` (flock + temp + fsync +
-  ``os.replace``), ``object_store`` (any fsspec store, single writer), ``s3_store`` (compare-and-swap);
+- ``stores``: the store interface and its write guard (``stores.base``) and the back ends:
+  ``stores.local`` (flock + temp + fsync + ``os.replace``), ``stores.object`` (any fsspec store, single
+  writer), ``stores.s3`` (compare-and-swap); ``stores.open_store`` picks one;
 - ``lease``: the single-writer lease of stores without conditional writes;
 - ``parquet_lake``: ``ParquetLake`` (upsert, read, latest_dates) and ``open_lake``.
 
@@ -17,7 +18,7 @@ every parse and must not pay for it. See docs/LAKE.md.
 
 from __future__ import annotations
 
-from airflow_provider_shortint.lake.errors import (
+from airflow_provider_shortint.exceptions import (
     LakeConcurrencyError,
     LakeConflictError,
     LakeError,

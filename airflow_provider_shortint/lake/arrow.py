@@ -9,8 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shortint.exceptions import InvalidParameterError, UnsupportedSecurityError
-from airflow_provider_shortint.lake.errors import LakeSchemaError
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    LakeSchemaError,
+    UnsupportedSecurityError,
+)
 from airflow_provider_shortint.lake.layout import PARTITION_COLUMNS
 from airflow_provider_shortint.markets import MARKETS
 from airflow_provider_shortint.records import COLUMNS, VALUE_COLUMNS, lake_schema

@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow_provider_shortint.exceptions import LakeConcurrencyError
 from airflow_provider_shortint.lake.layout import LOCK_DIR
-from airflow_provider_shortint.lake.store import CreateOnlyStore, LakeStore, Stored
+from airflow_provider_shortint.lake.stores.base import CreateOnlyStore, LakeStore, Stored
 
 log = logging.getLogger(__name__)
 

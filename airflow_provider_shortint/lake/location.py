@@ -29,6 +29,11 @@ class LocalLocation:
 
     root: str
 
+    @property
+    def uri(self) -> str:
+        """``file:///abs/root``: the one URI of this lake (Assets and lineage name it so)."""
+        return "file://" + self.root
+
 
 @dataclass(frozen=True)
 class RemoteLocation:
@@ -42,7 +47,7 @@ class RemoteLocation:
 
     @property
     def uri(self) -> str:
-        """Printable: no connection id, no credentials."""
+        """``s3://bucket/key``: the one URI of this lake, printable (no connection id, no credentials)."""
         return (
             f"{self.protocol}://{self.bucket}/{self.key}" if self.key else f"{self.protocol}://{self.bucket}"
         )
@@ -62,10 +67,22 @@ def describe(text: str) -> str:
     return repr(f"{scheme}://{netloc}{slash}{tail}")
 
 
-def parse_location(path: object) -> Location:
-    """The location of ``path`` (str, os.PathLike or ObjectStoragePath), or ``InvalidParameterError``."""
+def lake_uri(path: object) -> str:
+    """The one URI of the lake at ``path``, however it is spelled: ``/data/lake``, ``/data/lake/``,
+    ``file:///data/lake`` and ``file://localhost/data/lake`` all give ``file:///data/lake``;
+    ``s3://conn@bucket/key/`` gives ``s3://bucket/key``. Syntax only (it runs when a DAG is parsed):
+    a path :func:`parse_location` refuses is refused here with the same message."""
+    return parse_location(path, syntax_only=True).uri
+
+
+def parse_location(path: object, *, syntax_only: bool = False) -> Location:
+    """The location of ``path`` (str, os.PathLike or ObjectStoragePath), or ``InvalidParameterError``.
+
+    ``syntax_only`` skips the two checks that look outside the string: whether Airflow has a filesystem
+    for the URL's scheme, and whether a local root is (under) a file.
+    """
     if isinstance(path, str):
-        return _parse_text(path)
+        return _parse_text(path, syntax_only)
     if isinstance(path, bytes) or path is None or isinstance(path, (int, float, bool)):
         raise InvalidParameterError(
             f"lake_path must be an absolute path, file:// URL or object storage URL, not {path!r}"
@@ -73,29 +90,29 @@ def parse_location(path: object) -> Location:
     from airflow.sdk import ObjectStoragePath
 
     if isinstance(path, ObjectStoragePath):
-        return _parse_object_storage_path(path)
+        return _parse_object_storage_path(path, syntax_only)
     if isinstance(path, os.PathLike):
         text = os.fspath(path)
         if not isinstance(text, str):
             raise InvalidParameterError("lake_path must be a text path, got a bytes path")
-        return _parse_text(text)
+        return _parse_text(text, syntax_only)
     raise InvalidParameterError(
         f"lake_path must be an absolute path, file:// URL or object storage URL, got {type(path).__name__}"
     )
 
 
-def _parse_object_storage_path(path: ObjectStoragePath) -> Location:
+def _parse_object_storage_path(path: ObjectStoragePath, syntax_only: bool) -> Location:
     shown = str(path)
     protocol = (path.protocol or "file").lower()
     if protocol in LOCAL_SCHEMES:
-        return _local(str(path.path), shown)
+        return _local(str(path.path), shown, syntax_only)
     if not path.bucket:
         raise InvalidParameterError(f"lake_path {describe(shown)} names no bucket or container")
     key = _checked_key(str(path.key), shown)
     return RemoteLocation(protocol, path.conn_id, path.bucket, key, path)
 
 
-def _parse_text(text: str) -> Location:
+def _parse_text(text: str, syntax_only: bool) -> Location:
     if not text.strip():
         raise InvalidParameterError(
             "lake_path is empty: give an absolute path, a file:// URL or an object storage URL"
@@ -108,7 +125,7 @@ def _parse_text(text: str) -> Location:
     if _CONTROL.search(text):
         raise InvalidParameterError(f"lake_path {describe(text)} contains a control character")
     if "://" not in text:
-        return _local(text, text)
+        return _local(text, text, syntax_only)
     scheme = text.partition("://")[0]
     if not _SCHEME.fullmatch(scheme):
         raise InvalidParameterError(f"lake_path {describe(text)} has a malformed URL scheme")
@@ -122,10 +139,8 @@ def _parse_text(text: str) -> Location:
             raise InvalidParameterError(
                 f"lake_path {describe(text)}: a file:// URL must name a local path (file:///abs/path)"
             )
-        return _local(unquote(parts.path), text)
-    from airflow.sdk.io import has_fs
-
-    if not has_fs(scheme):
+        return _local(unquote(parts.path), text, syntax_only)
+    if not syntax_only and not _has_filesystem(scheme):
         raise InvalidParameterError(
             f"lake_path {describe(text)} uses the scheme {scheme!r}, for which Airflow has no filesystem "
             "(install the provider that brings it, or use a local path or s3://conn_id@bucket/prefix)"
@@ -157,7 +172,13 @@ def _checked_key(key: str, shown: str) -> str:
     return key
 
 
-def _local(path: str, shown: str) -> LocalLocation:
+def _has_filesystem(scheme: str) -> bool:
+    from airflow.sdk.io import has_fs
+
+    return bool(has_fs(scheme))
+
+
+def _local(path: str, shown: str, syntax_only: bool) -> LocalLocation:
     if "\x00" in path or _CONTROL.search(path):
         raise InvalidParameterError("lake_path contains a NUL or control character")
     if not os.path.isabs(path):
@@ -170,7 +191,8 @@ def _local(path: str, shown: str) -> LocalLocation:
             f"lake_path {describe(shown)} has a '..' segment: give the folder without it"
         )
     root = os.path.normpath(path)
-    _check_folder(root, shown)
+    if not syntax_only:
+        _check_folder(root, shown)
     return LocalLocation(root)
 
 

@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shortint.exceptions import InvalidParameterError
+from airflow_provider_shortint.exceptions import InvalidParameterError, LakeConflictError, LakeWriteError
 from airflow_provider_shortint.lake import arrow
-from airflow_provider_shortint.lake.errors import LakeConflictError, LakeWriteError
 from airflow_provider_shortint.lake.layout import partition_file, partition_name, partition_values
 from airflow_provider_shortint.lake.lease import WriterLease
 from airflow_provider_shortint.lake.location import parse_location
-from airflow_provider_shortint.lake.store import LockingStore, Stored, WriteConflict, WriteGuard, open_store
+from airflow_provider_shortint.lake.stores import open_store
+from airflow_provider_shortint.lake.stores.base import LockingStore, Stored, WriteConflict, WriteGuard
 from airflow_provider_shortint.markets import MARKETS, market_of
 from airflow_provider_shortint.retry import backoff_delay
 

@@ -12,17 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_shortint.assets import lake_assets, lake_uri
 from airflow_provider_shortint.exceptions import (
     InvalidParameterError,
     InvalidSymbolError,
     RejectedSymbolsError,
     UnsupportedSecurityError,
 )
+from airflow_provider_shortint.lake.location import lake_uri
+from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKETS, market_of
 from airflow_provider_shortint.symbols import parse_symbols
 from airflow_provider_shortint.text import shown
-from airflow_provider_shortint.validation import MAX_COUNT, is_template, positive_int, to_date, validate_count
+from airflow_provider_shortint.transports.paging import validate_count
+from airflow_provider_shortint.transports.rest.settings import REST_MAX_COUNT
+from airflow_provider_shortint.validation import is_template, positive_int, to_date
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -79,7 +82,7 @@ class ShortInterestToParquetOperator(BaseOperator):
         lake_path: str,
         mode: str = "incremental",
         since: str | dt.date | None = None,
-        page_size: int = MAX_COUNT,
+        page_size: int = REST_MAX_COUNT,
         shortint_conn_id: str = "shortint_default",
         batch_size: int = 50,
         on_symbol_error: str = "fail",
@@ -91,7 +94,7 @@ class ShortInterestToParquetOperator(BaseOperator):
             raise ValueError(
                 f"on_symbol_error must be one of {SYMBOL_ERROR_POLICIES}, got {on_symbol_error!r}"
             )
-        validate_count(page_size, "page_size")
+        validate_count(page_size, "page_size", REST_MAX_COUNT)
         positive_int(batch_size, "batch_size")
         # Values without Jinja (or an XComArg) are checked now, so a typo fails the DAG import, not a run.
         if _is_literal(symbols):
@@ -111,14 +114,14 @@ class ShortInterestToParquetOperator(BaseOperator):
         self.on_symbol_error = on_symbol_error
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_shortint.hooks.factory import hook_for_connection
+        from airflow_provider_shortint.hooks.base import hook_for
         from airflow_provider_shortint.lake import open_lake
 
         # Everything the user typed is checked before a single rate-limited request is spent.
         symbols = parse_symbols(_literal_list(self.symbols))
         since = to_date(self.since, "since")
         lake = open_lake(self.lake_path)
-        hook = hook_for_connection(self.shortint_conn_id)  # REST or OpenD, by the connection's type
+        hook = hook_for(self.shortint_conn_id)  # REST or OpenD, by the connection's type
         # The connection's settings and its budget (Redis included) are read now: a bad extra fails the
         # task here with the connection's message, instead of being blamed on every symbol in turn.
         hook.load_settings()

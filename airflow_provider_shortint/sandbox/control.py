@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from airflow_provider_shortint.sandbox.http_server import Reply, gateway_error, json_reply
 
 if TYPE_CHECKING:
-    from airflow_provider_shortint.sandbox.server import SandboxServer
+    from airflow_provider_shortint.sandbox.core import Sandbox
 
 PREFIX: Final = "/_sandbox/"
 ALLOWED: Final[dict[str, tuple[str, ...]]] = {
@@ -24,7 +24,7 @@ ALLOWED: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-def handle(sandbox: SandboxServer, method: str, path: str, query: str, body: bytes) -> Reply:
+def handle(sandbox: Sandbox, method: str, path: str, query: str, body: bytes) -> Reply:
     """Answer one control request by calling the matching ``SandboxServer`` method."""
     name = path[len(PREFIX) :].strip("/")
     if name not in ALLOWED:
@@ -64,7 +64,7 @@ def handle(sandbox: SandboxServer, method: str, path: str, query: str, body: byt
         return gateway_error(400, "bad_request", str(err))
 
 
-def _enqueue(sandbox: SandboxServer, payload: dict[str, object]) -> Reply:
+def _enqueue(sandbox: Sandbox, payload: dict[str, object]) -> Reply:
     """``POST /_sandbox/enqueue {"status": 503, "body": "...", "headers": {...}}``."""
     headers = payload.get("headers") or {}
     if not isinstance(headers, dict):

@@ -1,7 +1,7 @@
 """The vendor SDK (futu-api) as the sandbox's OpenD front end uses it: its generated ``_pb2`` modules,
 framing code and market table, imported only when an OpenD port is served.
 
-futu itself is loaded through ``airflow_provider_shortint.opend_sdk.load_futu`` (the provider's one
+futu itself is loaded through ``airflow_provider_shortint.transports.opend.sdk.load_futu`` (the provider's one
 place for the SDK's import-time side effects: no log files under $HOME, its log routed to ours, the
 process's SIGINT handler kept).
 """
@@ -32,7 +32,7 @@ MODULES: Final = (
 
 def load() -> ModuleType:
     """``futu.common`` with :data:`MODULES` loaded; an ImportError naming the extra when futu is missing."""
-    from airflow_provider_shortint.opend_sdk import FutuNotInstalledError, load_futu
+    from airflow_provider_shortint.transports.opend.sdk import FutuNotInstalledError, load_futu
 
     try:
         load_futu()

@@ -30,7 +30,7 @@ from airflow_provider_shortint.sandbox.opend_wire import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_shortint.sandbox.server import SandboxServer
+    from airflow_provider_shortint.sandbox.core import Sandbox
 
 GET_GLOBAL_STATE: Final = 1002
 KEEP_ALIVE: Final = 1004
@@ -50,7 +50,7 @@ NOT_LOGGED_IN: Final = "OpenD is not logged in to the quote server (行情未登
 class OpenDServer:
     """Serves the OpenD protocol for one SandboxServer (its contract, gate, clock and faults)."""
 
-    def __init__(self, sandbox: SandboxServer, host: str, port: int) -> None:
+    def __init__(self, sandbox: Sandbox, host: str, port: int) -> None:
         self.sandbox = sandbox
         self.sdk = futu_sdk.load()
         self._markets = futu_sdk.market_prefixes()

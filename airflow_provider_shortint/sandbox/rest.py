@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, unquote
 from airflow_provider_shortint.sandbox import contract, control
 from airflow_provider_shortint.sandbox.config import SandboxConfig
 from airflow_provider_shortint.sandbox.http_server import Reply, api_error, gateway_error, json_reply
-from airflow_provider_shortint.validation import MAX_COUNT
+from airflow_provider_shortint.transports.rest.settings import REST_MAX_COUNT
 
 if TYPE_CHECKING:
-    from airflow_provider_shortint.sandbox.server import SandboxServer
+    from airflow_provider_shortint.sandbox.core import Sandbox
 
 DEFAULT_COUNT: Final = 30
 API_PREFIX: Final = "/v1/quote/"
@@ -78,7 +78,7 @@ def _refused(refusal: contract.Refusal) -> Reply:
 class RestFrontEnd:
     """The ``Router`` of the HTTP server: API paths, the ``/_sandbox/`` control API, 404 for the rest."""
 
-    def __init__(self, sandbox: SandboxServer) -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self.canned = CannedQueue()
 
@@ -154,8 +154,12 @@ class RestFrontEnd:
             return _refused(symbol)
         params = parse_qs(query, keep_blank_values=True)
         counts = params.get("count", [str(DEFAULT_COUNT)])
-        if len(counts) != 1 or not _COUNT_RE.fullmatch(counts[0]) or not 1 <= int(counts[0]) <= MAX_COUNT:
-            message = f"count must be an integer within 1..{MAX_COUNT}: {counts[0][:20]!r}"
+        if (
+            len(counts) != 1
+            or not _COUNT_RE.fullmatch(counts[0])
+            or not 1 <= int(counts[0]) <= REST_MAX_COUNT
+        ):
+            message = f"count must be an integer within 1..{REST_MAX_COUNT}: {counts[0][:20]!r}"
             return api_error(-3, "invalid_parameter", message, 400)
         keys = params.get("next_key", [""])
         if len(keys) != 1:

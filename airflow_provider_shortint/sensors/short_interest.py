@@ -110,9 +110,9 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
 
     def _open_hook(self) -> ShortInterestBaseHook:
         """The hook the connection's type registers (REST or OpenD)."""
-        from airflow_provider_shortint.hooks.factory import hook_for_connection
+        from airflow_provider_shortint.hooks.base import hook_for
 
-        return hook_for_connection(self.shortint_conn_id, max_retries=self.poke_max_retries)
+        return hook_for(self.shortint_conn_id, max_retries=self.poke_max_retries)
 
     def check(self, target: Target) -> PokeReturnValue:
         """One request for the newest record (its own hook, closed at once): done if newer than the
@@ -144,18 +144,19 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
     # -- sensor -------------------------------------------------------------------------------------------
 
     def poke(self, context: Context) -> PokeReturnValue:
-        return self.check(self.target())
+        """One check; in deferrable mode a check that is not done hands the waiting to the triggerer.
 
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        from airflow_provider_shortint._compat import run_as_poke
+        The first poke runs in Airflow's own poke loop (``BaseSensorOperator.execute``), so ``soft_fail``,
+        ``never_fail`` and ``silent_fail`` apply to it as to any poke; the trigger compares with the same
+        reference date (the lake is read once before deferring).
+        """
+        target = self.target()
+        result = self.check(target)
+        if self.deferrable and not result.is_done:
+            self._defer(target)
+        return result
 
-        # One target for the first poke and the trigger: the lake is read once before deferring.
-        target = run_as_poke(self, self.target)
-        first = run_as_poke(self, lambda: self.check(target), if_silenced=PokeReturnValue(False))
-        if first.is_done:
-            return first.xcom_value
+    def _defer(self, target: Target) -> None:
         from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
 
         reference = target.reference

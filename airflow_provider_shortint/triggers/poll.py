@@ -22,10 +22,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from airflow_provider_shortint.connection import BudgetSettings
 from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestError
 from airflow_provider_shortint.retry import backoff_delay
 from airflow_provider_shortint.text import clip
+from airflow_provider_shortint.transports.settings import TransportSettings
 
 if TYPE_CHECKING:
     from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
@@ -38,8 +38,8 @@ CLOSE_WAIT = 5.0
 
 #: The connection defaults (DESIGN.md §4, declared in ``connection.py``), for a hook whose settings do
 #: not name them.
-_DEFAULT_TIMEOUT = BudgetSettings.timeout
-_DEFAULT_PERIOD = BudgetSettings.rate_limit_period
+_DEFAULT_TIMEOUT = TransportSettings.timeout
+_DEFAULT_PERIOD = TransportSettings.rate_limit_period
 
 PollKind = Literal["newest", "transient", "permanent"]
 _T = TypeVar("_T")
@@ -92,7 +92,7 @@ def poll_wait(poke_interval: float) -> float:
 def poll_limit(hook: ShortInterestBaseHook) -> float:
     """Longest one poll may take when the caller has no nearer deadline: the connection's request
     timeout plus one budget period (a poll may wait that long for a slot), plus a second of slack."""
-    settings: Any = getattr(hook, "settings", None)  # already loaded by ahook_for_connection
+    settings: Any = getattr(hook, "settings", None)  # already loaded by ahook_for
     timeout = float(getattr(settings, "timeout", _DEFAULT_TIMEOUT))
     period = float(getattr(settings, "rate_limit_period", _DEFAULT_PERIOD))
     return timeout + period + 1.0
@@ -101,9 +101,9 @@ def poll_limit(hook: ShortInterestBaseHook) -> float:
 async def open_hook(conn_id: str) -> ShortInterestBaseHook:
     """The hook the connection's type registers (REST or OpenD), its settings read with
     ``aget_connection``; one attempt per request: the trigger's own loop is the retry."""
-    from airflow_provider_shortint.hooks.factory import ahook_for_connection
+    from airflow_provider_shortint.hooks.base import ahook_for
 
-    return await ahook_for_connection(conn_id, max_retries=0)
+    return await ahook_for(conn_id, max_retries=0)
 
 
 class Poller:

@@ -1,6 +1,6 @@
 """The request budget in Redis: one sliding window for every process on every machine (DESIGN.md §9).
 
-The window of :mod:`airflow_provider_shortint.ratelimit` (a slot taken before a request, stamped when its
+The window of :mod:`airflow_provider_shortint.budget.window` (a slot taken before a request, stamped when its
 response ended) lives in a sorted set, changed only by one Lua script (EVALSHA, EVAL on NOSCRIPT), so
 no crash between two steps can corrupt it, and every time comes from the Redis server's clock (TIME),
 never a client's. A slot in flight holds a lease (a tenth of the period, 0.5-5 s) that a heartbeat
@@ -18,8 +18,8 @@ import time
 import uuid
 from typing import Any
 
+from airflow_provider_shortint.budget.window import Heartbeat, RateLimiter, default_lease
 from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestServerError
-from airflow_provider_shortint.ratelimit import Heartbeat, RateLimiter, default_lease
 
 log = logging.getLogger(__name__)
 

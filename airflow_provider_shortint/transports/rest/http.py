@@ -12,10 +12,13 @@ one budget slot, one deadline and one byte cap cover exactly one request. Messag
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,12 +33,17 @@ from airflow_provider_shortint.exceptions import (
     ShortInterestError,
     ShortInterestResponseError,
 )
-from airflow_provider_shortint.http_bounds import BadEncoding, DeadlineAdapter, ResponseTooLarge, read_body
-from airflow_provider_shortint.retry import TransientFailure, retry_after
+from airflow_provider_shortint.retry import MAX_RETRY_AFTER, TransientFailure
 from airflow_provider_shortint.text import clip, excerpt, shown
+from airflow_provider_shortint.transports.rest.bounds import (
+    BadEncoding,
+    DeadlineAdapter,
+    ResponseTooLarge,
+    read_body,
+)
 
 if TYPE_CHECKING:
-    from airflow_provider_shortint.connection import ConnectionSettings
+    from airflow_provider_shortint.transports.rest.settings import RestSettings
 
 #: Largest response body accepted, after decompression (a 90-item page is about 20 KB).
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
@@ -43,7 +51,7 @@ MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 REFUSED_ATTEMPTS = 2
 
 
-def new_session(settings: ConnectionSettings) -> requests.Session:
+def new_session(settings: RestSettings) -> requests.Session:
     """A ``requests.Session`` for the API: JSON, token header, TLS check, whole-response deadlines."""
     session = requests.Session()
     adapter = DeadlineAdapter()
@@ -69,7 +77,7 @@ class HttpTransport:
 
     def __init__(
         self,
-        settings: ConnectionSettings,
+        settings: RestSettings,
         conn_id: str,
         session: Callable[[], requests.Session],
         *,
@@ -308,3 +316,37 @@ def _causes(err: BaseException) -> Iterator[BaseException]:
         seen.add(id(item))
         yield item
         todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds the server asked us to wait (``X-Retry-After-Ms`` or ``Retry-After``), if any.
+
+    Clamped to 0..``MAX_RETRY_AFTER``; values that are not finite numbers or dates are ignored.
+    """
+    millis = response.headers.get("X-Retry-After-Ms")
+    if millis:
+        try:
+            return _clamp_wait(float(millis) / 1000)
+        except ValueError:
+            pass
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return _clamp_wait(float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
+            when = when.replace(tzinfo=dt.UTC)
+        return _clamp_wait((when - dt.datetime.now(dt.UTC)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _clamp_wait(seconds: float) -> float | None:
+    """A server-requested wait within 0..MAX_RETRY_AFTER; None for NaN (ignored)."""
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

@@ -11,10 +11,9 @@ import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
-from airflow_provider_shortint.exceptions import ShortInterestResponseError
+from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestResponseError
 from airflow_provider_shortint.markets import Market
 from airflow_provider_shortint.text import shown
-from airflow_provider_shortint.validation import validate_count
 
 _T = TypeVar("_T")
 
@@ -38,6 +37,27 @@ def history_page_bound(market: Market, page_size: int) -> int:
 def is_last(next_key: object) -> bool:
     """True when ``next_key`` as sent by the server says there is no further page."""
     return next_key in END_MARKERS
+
+
+def validate_count(count: object, name: str, maximum: int) -> int:
+    """``count`` must be an int in 1..``maximum`` (the transport's largest page; REST: 90); checked before
+    any request is spent."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= maximum:
+        raise InvalidParameterError(f"{name} must be an integer from 1 to {maximum}, got {count!r}")
+    return count
+
+
+def checked_next_key(next_key: object) -> str | None:
+    """The one ``next_key`` rule of both hooks: None or "" ask for the newest page; a key a page returned
+    is sent as is; "-1" (the SDK's end marker) or a non-string raises."""
+    if next_key is None or next_key == "":
+        return None
+    if not isinstance(next_key, str) or is_last(next_key):
+        raise InvalidParameterError(
+            f"next_key must be a key returned by a previous page, got {shown(next_key)} "
+            "(that value marks the last page)"
+        )
+    return next_key
 
 
 class RawPage(NamedTuple):

@@ -11,21 +11,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from airflow_provider_shortint.connection import (
-    BudgetSettings,
-    _invalid,
+from airflow_provider_shortint.text import shown
+from airflow_provider_shortint.transports.settings import (
+    TransportSettings,
     boolean,
     extra,
     integer,
+    invalid,
     label_text,
     number,
 )
-from airflow_provider_shortint.text import shown
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11111
 #: futu-api gives up on an unanswered request after 20 s whatever it is told (ReqInfo.wait).
 SDK_MAX_TIMEOUT = 20.0
+#: The SDK's page range (Qot_GetShortInterest: num 1..50).
+OPEND_MAX_COUNT = 50
 
 
 def key_file(value: Any) -> str:
@@ -38,7 +40,7 @@ def key_file(value: Any) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FutuOpenDSettings(BudgetSettings):
+class FutuOpenDSettings(TransportSettings):
     """What the OpenD hook takes from a ``futu_opend`` connection, validated."""
 
     conn_type: ClassVar[str] = "futu_opend"
@@ -90,13 +92,13 @@ class FutuOpenDSettings(BudgetSettings):
         name = getattr(conn, "conn_id", None)
         host = conn.host.strip() if isinstance(conn.host, str) else ""
         if "@" in host:  # user info may hold a password: never echo what precedes the last "@"
-            raise _invalid(
+            raise invalid(
                 f"connection {name!r} host {shown('***@' + host.rpartition('@')[2], 80)} must not "
                 "carry a user name or password (OpenD takes none): give only the gateway's host name "
                 "or address"
             )
         if "://" in host or "/" in host or " " in host:
-            raise _invalid(
+            raise invalid(
                 f"connection {name!r} host {shown(host, 80)} must be a bare host name or address "
                 "of the OpenD gateway (e.g. 127.0.0.1), without scheme or path"
             )
@@ -105,12 +107,12 @@ class FutuOpenDSettings(BudgetSettings):
             try:
                 port = integer(1, 65535)(conn.port)
             except (TypeError, ValueError):
-                raise _invalid(
+                raise invalid(
                     f"connection {name!r} port must be 1 to 65535, got {shown(conn.port, 20)}"
                 ) from None
         settings = cls(host=host or DEFAULT_HOST, port=port, **cls.read_extras(conn))
         if settings.is_encrypt and not settings.rsa_private_key:
-            raise _invalid(
+            raise invalid(
                 f"connection {name!r} sets is_encrypt but no rsa_private_key: give the path of the RSA "
                 "private key file configured in OpenD"
             )

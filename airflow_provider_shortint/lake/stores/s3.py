@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airflow_provider_shortint.lake.layout import is_data_file
-from airflow_provider_shortint.lake.object_store import ObjectStore
-from airflow_provider_shortint.lake.store import Stored, WriteConflict, WriteGuard
+from airflow_provider_shortint.lake.stores.base import Stored, WriteConflict, WriteGuard
+from airflow_provider_shortint.lake.stores.object import ObjectStore
 
 MAX_PUT = 5 * 2**30  # S3's limit for one PutObject; above it s3fs would switch to a multipart upload
 _CONFLICT_CODES = ("PreconditionFailed", "ConditionalRequestConflict")

@@ -1,13 +1,15 @@
-"""Airflow connections of this provider, each extra declared once (DESIGN.md §4, §8, §9).
+"""What every connection of this provider declares: its extras, each declared once (DESIGN.md §4, §8, §9).
 
 An extra is one dataclass field made by :func:`extra`: name (the field's), default, conversion with its
 validation, label and description. Everything else is derived from those declarations: the known set
-(:meth:`BudgetSettings.extras`), the reading of ``conn.extra_dejson`` (:meth:`BudgetSettings.read_extras`)
-and the connection form Airflow's UI shows (:func:`connection_type_info`, used by ``get_provider_info``).
+(:meth:`TransportSettings.extras`), the reading of ``conn.extra_dejson``
+(:meth:`TransportSettings.read_extras`) and the connection form Airflow's UI shows
+(:func:`connection_type_info`, used by ``get_provider_info``).
 
-:class:`BudgetSettings` holds the extras every connection type takes (timeout, retries, request budget);
-a connection type subclasses it with its own fields (``ConnectionSettings`` for REST below; the OpenD
-hook declares ``futu_opend``'s). See /work/notes/connection-extras.md for how to add one.
+:class:`TransportSettings` holds the extras every connection type takes (timeout, retries, request budget);
+each door subclasses it with its own fields (``transports.rest.settings.RestSettings``,
+``transports.opend.settings.FutuOpenDSettings``). A new extra is one more :func:`extra` field on the class
+that reads it: the check, the default, the UI form field and its description all follow from it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from airflow_provider_shortint.text import shown
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 _EXTRA = "shortint_extra"  # dataclass field metadata key holding the Extra declaration
 _CONN_ID = re.compile(r"[A-Za-z0-9_.\-]{1,250}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # The request budget of connections without ``rate_limit_key``: one account, one budget (DESIGN §9).
 DEFAULT_BUDGET_KEY = "shortint-account"
 
@@ -61,7 +62,7 @@ def extra(
     return field(default=default, metadata={_EXTRA: declaration})
 
 
-def _invalid(message: str) -> InvalidParameterError:
+def invalid(message: str) -> InvalidParameterError:
     # Imported here: Airflow calls get_provider_info() (which reads these declarations) while
     # ``import airflow`` is still running, so this module must not import airflow at import time.
     from airflow_provider_shortint.exceptions import InvalidParameterError
@@ -129,7 +130,7 @@ def conn_id(value: Any) -> str:
 
 def label_text(value: Any) -> str:
     """A short name: 1..200 printable characters."""
-    if not isinstance(value, str) or not 1 <= len(value) <= 200 or _CONTROL.search(value):
+    if not isinstance(value, str) or not 1 <= len(value) <= 200 or CONTROL_CHARACTERS.search(value):
         raise ValueError("not a name")
     return value
 
@@ -138,7 +139,7 @@ def label_text(value: Any) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BudgetSettings:
+class TransportSettings:
     """Timeout, retries and the request budget: the extras of every connection type of this provider."""
 
     #: conn_type these settings belong to, and how Airflow's connection form shows it (subclasses set).
@@ -233,7 +234,7 @@ class BudgetSettings:
         conn_name = getattr(conn, "conn_id", None)
         raw_extras = conn.extra_dejson or {}
         if not isinstance(raw_extras, Mapping):
-            raise _invalid(f"connection {conn_name!r} extra is not a JSON object")
+            raise invalid(f"connection {conn_name!r} extra is not a JSON object")
         declared = cls.extras()
         values: dict[str, Any] = {}
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -245,7 +246,7 @@ class BudgetSettings:
             try:
                 values[name] = declaration.convert(raw)
             except (TypeError, ValueError, OverflowError):
-                raise _invalid(
+                raise invalid(
                     f"connection {conn_name!r} extra {name!r} has an invalid value {shown(raw, 60)}: "
                     f"expected {declaration.rule}"
                 ) from None
@@ -262,111 +263,7 @@ class BudgetSettings:
         return self.rate_limit_key or DEFAULT_BUDGET_KEY
 
 
-# -- the REST connection ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConnectionSettings(BudgetSettings):
-    """What the REST hook takes from a ``shortint`` connection, validated."""
-
-    conn_type: ClassVar[str] = "shortint"
-    hook_class_name: ClassVar[str] = "airflow_provider_shortint.hooks.short_interest.ShortInterestHook"
-    hook_name: ClassVar[str] = "Short Interest"
-    ui_hidden_fields: ClassVar[tuple[str, ...]] = ("schema", "login")
-    ui_relabeling: ClassVar[Mapping[str, str]] = {"host": "Base URL", "password": "API token"}
-    ui_placeholders: ClassVar[Mapping[str, str]] = {
-        "host": "https://openapi.example.com",
-        "password": "optional bearer token",
-    }
-
-    base_url: str
-    token: str | None = field(default=None, repr=False)
-    verify_ssl: bool = extra(
-        True,
-        boolean,
-        rule="true or false",
-        label="Verify SSL",
-        description="Verify the server's TLS certificate (default true).",
-        schema={"type": "boolean", "default": True},
-    )
-
-    @classmethod
-    def from_connection(cls, conn: Any) -> ConnectionSettings:
-        """Read host/port/password/extras of an Airflow connection; a bad value raises one clear error
-        that never contains the token or credentials."""
-        conn_name = getattr(conn, "conn_id", None)
-        return cls(
-            base_url=base_url_of(conn_name, conn.host, conn.port),
-            token=token_of(conn_name, conn.password),
-            **cls.read_extras(conn),
-        )
-
-
-def base_url_of(conn_name: str | None, host: object, port: object) -> str:
-    """``scheme://host[:port][/path]`` from a connection's host (scheme defaults to https) and port."""
-    text = (host if isinstance(host, str) else "").strip()
-    where = f"connection {conn_name!r} host"
-    if not text:
-        raise _invalid(
-            f"connection {conn_name!r} has no host: set it to the API's base URL, e.g. https://api.example.com"
-        )
-    if "://" not in text:
-        text = f"https://{text}"
-    try:
-        parts = urlsplit(text)
-        url_port = parts.port
-    except ValueError:
-        raise _invalid(f"{where} is not a valid http(s) URL (bad port?)") from None
-    if "@" in parts.netloc:  # user:password@ — never echoed, never sent
-        netloc = parts.netloc.rpartition("@")[2]
-        raise _invalid(
-            f"{where} holds credentials ({parts.scheme}://***@{netloc}): remove them from the URL "
-            "and put the API token in the password field"
-        )
-    if _CONTROL.search(text) or " " in text:
-        raise _invalid(f"{where} contains spaces or control characters")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid(f"{where} {shown(text, 80)} is not an http(s) URL")
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise _invalid(
-            f"{where} {shown(text, 80)} has a query string or fragment; give the base URL only "
-            "(scheme, host, port, path)"
-        )
-    netloc = parts.netloc
-    if port not in (None, ""):
-        try:
-            number = integer(1, 65535)(port)
-        except (TypeError, ValueError):
-            raise _invalid(
-                f"connection {conn_name!r} port must be 1 to 65535, got {shown(port, 20)}"
-            ) from None
-        if url_port is None:
-            netloc = f"{netloc}:{number}"
-    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
-
-
-def token_of(conn_name: str | None, password: object) -> str | None:
-    """The API token, or None; one that cannot go into an HTTP header is refused without showing it."""
-    if not password:
-        return None
-    if not isinstance(password, str):
-        raise _invalid(f"connection {conn_name!r} password (API token) is not text")
-    if _CONTROL.search(password):
-        raise _invalid(
-            f"connection {conn_name!r} password (API token) contains a line break or control character "
-            "(often a copy-paste slip); remove it (the token is not shown)"
-        )
-    try:
-        password.encode("latin-1")
-    except UnicodeEncodeError:
-        raise _invalid(
-            f"connection {conn_name!r} password (API token) has characters outside Latin-1, which an "
-            "HTTP header cannot carry (the token is not shown)"
-        ) from None
-    return password
-
-
-def connection_type_info(settings: type[BudgetSettings]) -> dict[str, Any]:
+def connection_type_info(settings: type[TransportSettings]) -> dict[str, Any]:
     """The ``connection-types`` entry of ``get_provider_info()`` for one settings class: the UI form's
     extra fields (``conn-fields``) and ``ui-field-behaviour``, derived from the declarations."""
     declared = settings.extras()
@@ -392,7 +289,3 @@ def connection_type_info(settings: type[BudgetSettings]) -> dict[str, Any]:
         },
         "conn-fields": conn_fields,
     }
-
-
-#: Extras of the REST connection (old import path).
-KNOWN_EXTRAS: tuple[str, ...] = tuple(ConnectionSettings.extras())

@@ -17,25 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shortint.lake.layout import is_data_file
 from airflow_provider_shortint.lake.location import RemoteLocation
-from airflow_provider_shortint.lake.store import LakeStore, Stored, WriteGuard, read_each
+from airflow_provider_shortint.lake.stores.base import Stored, WriteGuard, read_each
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-S3_PROTOCOLS = ("s3", "s3a")
 # fsspec filesystems whose ``pipe_file(..., mode="create")`` is a real create-only precondition on the
 # service (gcsfs: ifGenerationMatch=0; adlfs: no overwrite). fsspec's default implementation checks
 # ``exists`` and then writes, which is no precondition, so every other filesystem gets no lease.
 CREATE_ONLY_PROTOCOLS = ("gs", "gcs", "abfs", "abfss", "az")
-
-
-def object_store(location: RemoteLocation) -> LakeStore:
-    """The store for an object-storage location: compare-and-swap on S3, single writer elsewhere."""
-    if location.protocol in S3_PROTOCOLS:
-        from airflow_provider_shortint.lake.s3_store import S3Store
-
-        return S3Store(location)
-    return ObjectStore(location)
 
 
 class ObjectStore:

@@ -3,13 +3,12 @@
 A slot is taken before a request is sent and stamped with the time its response *ended*, so the next
 request that reuses it starts at least ``period`` after the server saw the old one, whatever the
 latency. The slots live in memory (threads of one process), in a locked file (processes of one
-machine) or in Redis (every machine: :mod:`airflow_provider_shortint.ratelimit_redis`).
+machine: :mod:`.file_window`) or in Redis (every machine: :mod:`.redis_window`).
 
 Liveness (docs/RELIABILITY.md, "Budget liveness"): a shared slot in flight holds a short *lease* that a
 heartbeat thread renews; a holder that dies or is stopped stops renewing, and its slot counts as ended
 when the lease runs out, so it frees within ``lease + period``. Stamps in the future (a clock stepped
 back) are clamped to now, non-finite values are dropped, and the file lock is taken with a timeout.
-The file backend lives in :mod:`airflow_provider_shortint.ratelimit_file` (re-exported here).
 """
 
 from __future__ import annotations
@@ -22,11 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from airflow_provider_shortint.ratelimit_file import FileRateLimiter as FileRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -205,57 +199,3 @@ class Heartbeat:
                         self._renew(sorted(self._held))
                     except Exception as err:  # the lease then runs out: safe, only capacity is lost
                         log.warning("could not renew the lease of %d budget slots: %s", len(self._held), err)
-
-
-_SHARED: dict[tuple[object, ...], RateLimiter] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_limiter(
-    key: str,
-    calls: int,
-    period: float,
-    state_dir: str | None = None,
-    redis_conn_id: str | None = None,
-) -> RateLimiter:
-    """One limiter per budget key (an account: ``rate_limit_key`` or the default) and budget in this process.
-
-    Precedence: Redis when ``redis_conn_id`` is set (every machine), else a file under ``state_dir``
-    (one machine), else memory (one process).
-    """
-    cache_key = (key, int(calls), float(period), state_dir, redis_conn_id)
-    with _SHARED_LOCK:
-        limiter = _SHARED.get(cache_key)
-        if limiter is None:
-            if redis_conn_id:
-                from airflow_provider_shortint.ratelimit_redis import RedisRateLimiter
-
-                if state_dir:
-                    log.info("API budget kept in Redis (%r); rate_limit_state_dir is not used", redis_conn_id)
-                limiter = RedisRateLimiter(redis_conn_id, budget_name(key), calls, period)
-            elif state_dir:
-                from airflow_provider_shortint.ratelimit_file import FileRateLimiter
-
-                limiter = FileRateLimiter(
-                    Path(state_dir) / f"shortint-budget-{budget_name(key)}.json", calls, period
-                )
-            else:
-                limiter = RateLimiter(calls, period)
-            _SHARED[cache_key] = limiter
-        return limiter
-
-
-def budget_name(key: str) -> str:
-    """A short stable name for the budget of ``key`` (the connection's budget key)."""
-    import hashlib
-
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def __getattr__(name: str) -> Any:
-    """Old import path of the file backend (it imports this module, so it is loaded on first use)."""
-    if name == "FileRateLimiter":
-        from airflow_provider_shortint import ratelimit_file
-
-        return ratelimit_file.FileRateLimiter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

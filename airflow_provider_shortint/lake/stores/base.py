@@ -17,8 +17,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from airflow_provider_shortint.lake.location import LocalLocation, Location
-
 
 class WriteGuard(enum.Enum):
     """How a store keeps concurrent writers from losing rows."""
@@ -98,14 +96,3 @@ def read_each(store: LakeStore, rels: Sequence[str]) -> Iterator[tuple[str, byte
         data = store.read(rel).data
         if data is not None:
             yield rel, data
-
-
-def open_store(location: Location) -> LakeStore:
-    """The store for a parsed location (nothing is connected to yet)."""
-    if isinstance(location, LocalLocation):
-        from airflow_provider_shortint.lake.local_store import LocalStore
-
-        return LocalStore(location.root)
-    from airflow_provider_shortint.lake.object_store import object_store
-
-    return object_store(location)

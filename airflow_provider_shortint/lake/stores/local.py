@@ -19,7 +19,7 @@ from airflow_provider_shortint.lake.layout import (
     is_temp_name,
     lock_name,
 )
-from airflow_provider_shortint.lake.store import Stored, WriteGuard, read_each
+from airflow_provider_shortint.lake.stores.base import Stored, WriteGuard, read_each
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from airflow_provider_shortint.records import INT_FIELDS, ShortInterestPage
 if TYPE_CHECKING:
     import pandas as pd
 
-# SDK frame columns per market: the documented ones first, then the REST fields the SDK table leaves out.
-SDK_COLUMNS = {code: market.sdk_columns for code, market in MARKETS.items()}
+# Frame columns per market: the SDK's first, then the REST fields the SDK's frame leaves out.
+FRAME_COLUMNS = {code: market.rest_frame_columns for code, market in MARKETS.items()}
 
 
 def sdk_frames(page: ShortInterestPage) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -22,7 +22,7 @@ def sdk_frames(page: ShortInterestPage) -> tuple[pd.DataFrame, pd.DataFrame]:
     import pandas as pd
 
     frames: dict[str, pd.DataFrame] = {}
-    for market, columns in SDK_COLUMNS.items():
+    for market, columns in FRAME_COLUMNS.items():
         rows = page.items if market == page.market else []
         frame = pd.DataFrame({column: _sdk_column(rows, column) for column in columns})
         frame.attrs["next_key"] = (page.next_key or "-1") if market == page.market else "-1"

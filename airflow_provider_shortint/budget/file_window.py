@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from airflow_provider_shortint.ratelimit import Heartbeat, RateLimiter, Slot, default_lease
+from airflow_provider_shortint.budget.window import Heartbeat, RateLimiter, Slot, default_lease
 
-log = logging.getLogger("airflow_provider_shortint.ratelimit")  # one logger name for the whole budget
+log = logging.getLogger(__name__)
 
 
 class FileRateLimiter(RateLimiter):

@@ -18,20 +18,17 @@ from airflow_provider_shortint.exceptions import (
     UnsupportedSecurityError,
 )
 from airflow_provider_shortint.markets import MARKETS, market_of
-from airflow_provider_shortint.paginate import RawPage, is_last
 from airflow_provider_shortint.retry import TransientFailure
 from airflow_provider_shortint.text import clip
+from airflow_provider_shortint.transports.paging import RawPage, is_last
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airflow_provider_shortint.connection_opend import FutuOpenDSettings
+    from airflow_provider_shortint.transports.opend.settings import FutuOpenDSettings
 
 #: The SDK's frame columns per market (the lake columns it lacks are left out, as the SDK does).
-SDK_FRAME_COLUMNS: dict[str, tuple[str, ...]] = {
-    code: tuple(c for c in market.sdk_columns if c not in market.opend_missing)
-    for code, market in MARKETS.items()
-}
+SDK_FRAME_COLUMNS: dict[str, tuple[str, ...]] = {code: market.sdk_columns for code, market in MARKETS.items()}
 NO_DATA = "no_data"
 
 # What a failure message means: a leading REST error code ("invalid_symbol: ..."), else the first phrase
@@ -146,7 +143,7 @@ class OpenDTransport:
         """The open context, connecting first if needed: an unreachable gateway is a TransientFailure,
         an InitConnect the gateway refused a ``ShortInterestConnectionError`` (not retried)."""
         if self._ctx is None:
-            from airflow_provider_shortint.opend_sdk import open_context
+            from airflow_provider_shortint.transports.opend.sdk import open_context
 
             s = self.settings
             try:
@@ -182,7 +179,7 @@ class OpenDTransport:
     def _link_failed(ctx: Any, message: str) -> bool:
         """Whether the connection itself failed (the SDK's own Disconnect/Timeout, or the context is no
         longer connected); a timeout or error the gateway reported is retried on the same connection."""
-        from airflow_provider_shortint.opend_sdk import SDK_LINK_FAILURES, is_ready
+        from airflow_provider_shortint.transports.opend.sdk import SDK_LINK_FAILURES, is_ready
 
         return message.strip() in SDK_LINK_FAILURES or not is_ready(ctx)
 
@@ -190,6 +187,6 @@ class OpenDTransport:
         """Close the context (its socket and threads are gone when this returns)."""
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
-            from airflow_provider_shortint.opend_sdk import close_context
+            from airflow_provider_shortint.transports.opend.sdk import close_context
 
             close_context(ctx)
