@@ -22,8 +22,8 @@ from airflow.sdk import AssetAlias, Param, dag, task
 
 from airflow_provider_shortint.examples.settings import (
     API_POOL,
-    CONN_ID,
     DEFAULT_UNIVERSE,
+    conn_id,
     default_lake_path,
     fail_if_rejected,
 )
@@ -79,7 +79,7 @@ def shortint_backfill() -> None:
         task_id="load_full_history",
         lake_path="{{ params.lake_path }}",
         mode="full",
-        shortint_conn_id=CONN_ID,
+        shortint_conn_id=conn_id(),
         pool=API_POOL,
         # A rejected symbol is reported by `check_rejected` once; the rest of its chunk is committed anyway,
         # and the task succeeds, so the rows it wrote are announced.

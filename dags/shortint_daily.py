@@ -30,9 +30,9 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 from airflow_provider_shortint.examples.settings import (
     API_POOL,
     BELLWETHER,
-    CONN_ID,
     DEFAULT_UNIVERSE,
     UNIVERSE_VARIABLE,
+    conn_id,
     default_lake_path,
     fail_if_rejected,
     poke_interval,
@@ -87,7 +87,7 @@ with DAG(
                 task_id="wait_for_new_record",
                 symbol=BELLWETHER[market],
                 lake_path=LAKE_PATH,
-                shortint_conn_id=CONN_ID,
+                shortint_conn_id=conn_id(),
                 deferrable=True,
                 poke_interval=POKE_INTERVAL.total_seconds(),
                 timeout=SENSOR_TIMEOUT.total_seconds(),
@@ -98,7 +98,7 @@ with DAG(
                 symbols=universe_template(market),
                 lake_path=LAKE_PATH,
                 mode="incremental",
-                shortint_conn_id=CONN_ID,
+                shortint_conn_id=conn_id(),
                 pool=API_POOL,
                 # Only this market's Asset, and an event only when rows were written.
                 outlets=[assets[market]],

@@ -26,9 +26,9 @@ from airflow.sdk import Asset, AssetAny, AssetWatcher, dag, task
 from airflow_provider_shortint.examples.settings import (
     API_POOL,
     BELLWETHER,
-    CONN_ID,
     DEFAULT_UNIVERSE,
     UNIVERSE_VARIABLE,
+    conn_id,
     default_lake_path,
     fail_if_rejected,
     poke_interval,
@@ -41,7 +41,7 @@ from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRe
 def new_record_asset(market: str) -> Asset:
     """The Asset a new trade date of ``market`` lands on, watched by the event trigger on its bellwether."""
     trigger = ShortInterestNewRecordEventTrigger(
-        symbol=BELLWETHER[market], shortint_conn_id=CONN_ID, poke_interval=poke_interval()
+        symbol=BELLWETHER[market], shortint_conn_id=conn_id(), poke_interval=poke_interval()
     )
     # Named, with no URI: an unknown URI scheme makes Airflow load every provider's URI handlers
     # (boto3, requests: ~0.8 s) each time the file is parsed in a fresh process.
@@ -90,7 +90,7 @@ def shortint_on_new_record() -> None:
         symbols=pick_universe(),
         lake_path=default_lake_path(),
         mode="incremental",
-        shortint_conn_id=CONN_ID,
+        shortint_conn_id=conn_id(),
         pool=API_POOL,
         on_symbol_error="warn",
     )

@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-#: Connection id every example task uses.
-CONN_ID = "shortint_default"
+#: Connection id of the example tasks when ``SHORTINT_CONN_ID`` is not set.
+DEFAULT_CONN_ID = "shortint_default"
 
 #: Airflow pool that caps how many API-calling tasks run at once (create it: see docs/DAGS.md).
 API_POOL = "shortint_api"
@@ -55,6 +55,15 @@ DEFAULT_UNIVERSE: dict[str, tuple[str, ...]] = {
 
 def _airflow_home() -> str:
     return os.path.expanduser(os.environ.get("AIRFLOW_HOME") or "~/airflow")
+
+
+def conn_id() -> str:
+    """The connection every example task uses: $SHORTINT_CONN_ID, else ``shortint_default``.
+
+    Any connection of type ``shortint`` (REST) or ``futu_opend`` (OpenD) works, e.g.
+    ``SHORTINT_CONN_ID=futu_opend_default`` to load through the OpenD gateway.
+    """
+    return os.environ.get("SHORTINT_CONN_ID") or DEFAULT_CONN_ID
 
 
 def default_lake_path() -> str:

@@ -71,7 +71,7 @@ class ShortInterestToParquetOperator(BaseOperator):
         are in the summary's ``failed``).
     """
 
-    template_fields: Sequence[str] = ("symbols", "lake_path", "since")
+    template_fields: Sequence[str] = ("symbols", "lake_path", "since", "shortint_conn_id")
     ui_color = "#d6eaf8"
     _load_facts: _LoadFacts | None = None  # set by execute, read by the OpenLineage listener
 

@@ -56,7 +56,7 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
     :param max_failures: deferrable mode: consecutive failed polls before the task fails
     """
 
-    template_fields: Sequence[str] = ("symbol", "after", "lake_path")
+    template_fields: Sequence[str] = ("symbol", "after", "lake_path", "shortint_conn_id")
     ui_color = "#d9ecf2"
 
     #: Attempts per poke beyond the first: small, since the next poke is a retry anyway.
