@@ -1,14 +1,39 @@
-"""Shared fixtures: a real sandbox on 127.0.0.1, connections from the environment, a real Airflow home."""
+"""Shared fixtures: a real sandbox on 127.0.0.1, connections from the environment, real Airflow in process.
+
+Airflow reads its home and metadata DB when it is first imported, so this module points it at a fresh
+temporary home (one per test process, SQLite) before anything imports Airflow, and removes every
+``AIRFLOW*`` variable the developer's shell may hold: the tests see only the connections they define.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
+from pathlib import Path
+
+for _name in [name for name in os.environ if name.startswith("AIRFLOW")]:
+    del os.environ[_name]
+_HOME = Path(tempfile.mkdtemp(prefix="shortint-airflow-home-"))
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(_HOME),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(_HOME / "dags"),
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+}
+os.environ.update(AIRFLOW_ENV)
+
+# ruff: noqa: E402 - the imports below may import Airflow: they must come after its environment.
+import contextlib
+import io
+import json
+import logging
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -64,20 +89,30 @@ def hook_for(sandbox: SandboxServer, use_conn: Callable[..., str]) -> Callable[.
     return build
 
 
+@dataclass
+class DagRunResult:
+    """What one in-process ``dag.test()`` did: 0 when the run succeeded, and what it printed and logged."""
+
+    returncode: int
+    stdout: str
+    stderr: str = ""
+
+
 class AirflowHome:
-    """A temporary AIRFLOW_HOME with a migrated SQLite DB, for `airflow dags test` in a subprocess."""
+    """This test process's Airflow home (SQLite metadata DB, a DAGs folder), driven in process.
+
+    ``dags_test`` runs ``dag.test()`` here, as ``airflow dags test`` does in its own process; ``airflow``
+    runs the real CLI in a subprocess on the same home (one end-to-end test uses it).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dags = root / "dags"
         self.dags.mkdir(parents=True, exist_ok=True)
+        #: The environment of a CLI subprocess: this home, no AIRFLOW variable of the developer's shell.
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-            "AIRFLOW_HOME": str(root),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            **AIRFLOW_ENV,
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
@@ -112,20 +147,88 @@ class AirflowHome:
         env: dict[str, str] | None = None,
         logical_date: str | None = None,
         timeout: float = 300,
-    ) -> subprocess.CompletedProcess[str]:
-        """`airflow dags test DAG_ID` in this home."""
-        args = ["dags", "test", dag_id]
-        if logical_date:
-            args.append(logical_date)
-        if conf is not None:
-            args += ["--conf", json.dumps(conf)]
-        return self.airflow(*args, env=env, timeout=timeout)
+    ) -> DagRunResult:
+        """``dag.test()`` of ``dag_id`` from this home's dags folder, in this process, with ``env`` set
+        while the DAG is parsed and run; what tasks print and log is returned as ``stdout``.
+
+        ``timeout`` is kept for the CLI's signature; pytest-timeout guards the test instead.
+        """
+        from airflow.dag_processing.dagbag import DagBag
+        from airflow.sdk import timezone
+
+        with _environment(env or {}), _captured() as output:
+            bag = DagBag(dag_folder=str(self.dags))
+            dag = bag.get_dag(dag_id)
+            if dag is None:
+                return DagRunResult(1, f"DAG {dag_id!r} not found; import errors: {bag.import_errors}")
+            when = timezone.parse(logical_date) if logical_date else timezone.utcnow()
+            try:
+                run = dag.test(logical_date=when, run_conf=conf)
+            except Exception as err:  # what the CLI would print before exiting non-zero
+                logging.getLogger(__name__).exception("dag.test(%s) raised", dag_id)
+                return DagRunResult(1, output.text() + f"\n{type(err).__name__}: {err}")
+        return DagRunResult(0 if run.state == "success" else 1, output.text())
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block, the previous values restored after it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _Output:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.stream = io.StringIO()
+
+    def text(self) -> str:
+        return self.stream.getvalue() + "\n".join(self.lines)
+
+
+class _Grab(logging.Handler):
+    """Every log record of the block, as one line (Airflow's own and the tasks' loggers)."""
+
+    def __init__(self, output: _Output) -> None:
+        super().__init__(logging.DEBUG)
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.output.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+        except Exception:  # a record that cannot be formatted must not fail the run
+            self.output.lines.append(f"{record.levelname} {record.name}: {record.msg!r}")
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[_Output]:
+    """What the block prints (sys.stdout/sys.stderr) and logs (the root logger), also kept visible."""
+    output = _Output()
+    handler = _Grab(output)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(output.stream), contextlib.redirect_stderr(output.stream):
+            yield output
+    finally:
+        root.removeHandler(handler)
+        sys.stdout.write(output.text()[-20000:])  # in the test's captured output when it fails
 
 
 @pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
-    """One migrated Airflow home per test session (migration takes a few seconds)."""
-    home = AirflowHome(tmp_path_factory.mktemp("airflow_home"))
-    result = home.airflow("db", "migrate")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def airflow_home() -> AirflowHome:
+    """This test process's Airflow home, its metadata DB created once (in process)."""
+    from airflow.utils import db
+
+    home = AirflowHome(_HOME)
+    with _captured():
+        db.initdb()
     return home

@@ -260,7 +260,11 @@ def test_backfill_daily_report_end_to_end(airflow_home: AirflowHome, tmp_path: P
 
 
 def test_report_without_matplotlib_writes_the_tables_and_skips_the_chart(
-    airflow_home: AirflowHome, sandbox: SandboxServer, use_conn: Any, tmp_path: Path
+    airflow_home: AirflowHome,
+    sandbox: SandboxServer,
+    use_conn: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 
@@ -269,12 +273,10 @@ def test_report_without_matplotlib_writes_the_tables_and_skips_the_chart(
     load = ShortInterestToParquetOperator(task_id="prepare", symbols=HK[:2] + US[:1], lake_path=str(lake))
     load.execute(context={})  # type: ignore[arg-type]
     # As if matplotlib were not installed: the import fails and find_spec finds nothing.
-    hidden = tmp_path / "no-matplotlib"
-    hidden.mkdir()
-    (hidden / "sitecustomize.py").write_text("import sys\n\nsys.modules['matplotlib'] = None\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     for source in DAGS.glob("*.py"):
         airflow_home.add_dag(source)
-    env = {"PYTHONPATH": str(hidden), "SHORTINT_LAKE_PATH": str(lake)}
+    env = {"SHORTINT_LAKE_PATH": str(lake)}
     result = airflow_home.dags_test("shortint_report", conf={"report_dir": str(reports)}, env=env)
     _check(result, "shortint_report without matplotlib")
     assert "matplotlib is not installed" in result.stdout + result.stderr

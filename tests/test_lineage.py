@@ -101,7 +101,9 @@ def test_mapped_backfill_reports_lineage_and_announces_a_partial_success(
         ),
     }
     conf = {"symbols": ["HK.00700", "HK.99999", "US.AAPL"], "chunk_size": 2, "lake_path": str(lake)}
-    result = airflow_home.dags_test("shortint_backfill", conf=conf, env=env)
+    # The suite's one end-to-end run of the real `airflow dags test` CLI (its own process, its own
+    # plugins and listeners: OpenLineage reads its transport from this environment).
+    result = airflow_home.airflow("dags", "test", "shortint_backfill", "--conf", json.dumps(conf), env=env)
     output = result.stdout[-3000:] + result.stderr[-3000:]
     run = run_ids(airflow_home.root, "shortint_backfill")[-1]
 

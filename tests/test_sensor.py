@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRec
 from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
 from tests._fixtures_opend_hook import opend_conn
 from tests._fixtures_slow import our_threads
-from tests.conftest import VENV_BIN, AirflowHome, conn_uri
+from tests.conftest import AirflowHome, conn_uri
 
 TOKEN = "s3cr3t-token"
 CTX: Any = {}  # the sensor reads nothing from the context
@@ -67,7 +66,7 @@ def write_lake(path: Path, symbol: str, *days: dt.date) -> None:
 
 def test_signature_and_template_fields() -> None:
     s = sensor(symbol="HK.00700")
-    assert s.template_fields == ("symbol", "after", "lake_path")
+    assert s.template_fields == ("symbol", "after", "lake_path", "shortint_conn_id")
     assert s.shortint_conn_id == "shortint_default"
     assert s.after is None and s.lake_path is None
     assert s.deferrable is False
@@ -346,7 +345,7 @@ def test_deferral_timeout_ends_as_sensor_timeout() -> None:
         )
 
 
-# -- under real Airflow (`airflow dags test` in a subprocess) ------------------------------------------------
+# -- under real Airflow (`dag.test()` in process) ------------------------------------------------------
 
 DAG_SOURCE = """
 import datetime
@@ -404,49 +403,49 @@ def test_reschedule_and_deferrable_under_airflow_over_opend(
 def run_sensor_dag(
     sandbox: SandboxServer, airflow_home: AirflowHome, tmp_path: Path, conn: str, dag_id: str
 ) -> None:
-    """`airflow dags test` of DAG_SOURCE with ``conn`` as shortint_default: a reschedule sensor and a
-    deferrable one each see a date the sandbox publishes while they wait."""
+    """``dag.test()`` of DAG_SOURCE with ``conn`` as shortint_default: a reschedule sensor and a deferrable
+    one each see a date the sandbox publishes while they wait (a watcher thread publishes it once the
+    sandbox has seen the sensor, or its trigger, poll)."""
     out = tmp_path / "xcom.json"
     airflow_home.add_dag(DAG_SOURCE.format(out=str(out), dag_id=dag_id), f"{dag_id}.py")
-    env = {**airflow_home.env, "AIRFLOW_CONN_SHORTINT_DEFAULT": conn}
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "airflow"), "dags", "test", dag_id],
-        env=env,
-        cwd=airflow_home.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     seen: dict[str, int] = {}
+    published: dict[str, str] = {}
+    stop = threading.Event()
 
     def count(symbol: str) -> int:
         return int(sandbox.stats()["by_symbol"].get(symbol, 0))
 
-    def wait_for(condition: Callable[[], bool], limit: float = 90) -> None:
-        end = time.monotonic() + limit
-        while not condition():
-            if proc.poll() is not None or time.monotonic() > end:
-                raise AssertionError("condition not reached")
-            time.sleep(0.05)
+    def wait_for(condition: Callable[[], bool]) -> bool:
+        while not stop.is_set():
+            if condition():
+                return True
+            stop.wait(0.02)
+        return False
 
-    try:
+    def watch() -> None:
         # The reschedule sensor pokes (nothing new), gives its slot back: then the US record appears.
-        wait_for(lambda: count("US.AAPL") >= 1)
+        if not wait_for(lambda: count("US.AAPL") >= 1):
+            return
         seen["us_before"] = count("US.AAPL")
-        us_day = sandbox.publish("US")
+        published["US"] = sandbox.publish("US").isoformat()
         # The deferrable sensor pokes once, defers; the trigger keeps polling while the task is deferred.
-        wait_for(lambda: count("HK.00700") >= 3)
+        if not wait_for(lambda: count("HK.00700") >= 3):
+            return
         seen["hk_before"] = count("HK.00700")
-        hk_day = sandbox.publish("HK")
-        output, _ = proc.communicate(timeout=90)
+        published["HK"] = sandbox.publish("HK").isoformat()
+
+    watcher = threading.Thread(target=watch, name="publisher", daemon=True)
+    watcher.start()
+    try:
+        result = airflow_home.dags_test(dag_id, env={"AIRFLOW_CONN_SHORTINT_DEFAULT": conn})
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, output[-4000:]
+        stop.set()
+        watcher.join()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
     assert json.loads(out.read_text()) == {
-        "wait_us": {"symbol": "US.AAPL", "trade_date": us_day.isoformat()},
-        "wait_hk": {"symbol": "HK.00700", "trade_date": hk_day.isoformat()},
+        "wait_us": {"symbol": "US.AAPL", "trade_date": published["US"]},
+        "wait_hk": {"symbol": "HK.00700", "trade_date": published["HK"]},
     }
     assert "running trigger in line" in output
     assert seen["hk_before"] >= 3  # 1 poke before deferring + at least 2 polls by the trigger
