@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
+
+def wait_until(condition: Callable[[], bool], guard: float = 30.0, step: float = 0.01) -> bool:
+    """True once ``condition()`` holds; False if it still does not after ``guard`` seconds (a hang guard,
+    never a speed assertion: tests assert the condition, not how fast it came)."""
+    pause = threading.Event()
+    waited = 0.0
+    while not condition():
+        if waited >= guard:
+            return False
+        pause.wait(step)
+        waited += step
+    return True
+
 
 def max_in_window(starts: list[float], period: float) -> int:
     """Largest number of starts inside any half-open window [t, t + period)."""
@@ -57,6 +73,9 @@ MALFORMED: list[object] = [
 # A DAG file for `airflow dags test`: the operator in full and incremental mode, its summary written out.
 DAG_SOURCE = """
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 
 import json
 from pathlib import Path

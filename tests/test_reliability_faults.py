@@ -31,6 +31,7 @@ FAULTS: dict[str, float] = {
     "malformed_rate": 0.07,
 }
 SEED = 20260515
+RETRY_AFTER = 0.05  # what an injected 429 asks for (the sandbox's default is 1 s)
 HK_SYMBOLS = 60
 US_SYMBOLS = 60
 
@@ -95,7 +96,7 @@ def test_backfill_under_faults_equals_fault_free_run(
     faulty_conn = use_conn(
         sandbox.url, conn_id="soak_faulty", timeout=0.2, max_retries=10, backoff_base=0.001
     )
-    sandbox.configure(seed=SEED, delay_seconds=0.4, **FAULTS)
+    sandbox.configure(seed=SEED, delay_seconds=0.4, fault_retry_after=RETRY_AFTER, **FAULTS)
     sandbox.reset_stats()
     faulty, elapsed, context = backfill(faulty_conn, symbols, tmp_path / "faulty")
     stats = sandbox.stats()
@@ -113,8 +114,8 @@ def test_backfill_under_faults_equals_fault_free_run(
     assert faulty["requests"] == requests  # every attempt went through the hook's counter
     assert all(count > 0 for count in faults.values()), faults
     assert retries >= 0.2 * requests, "the soak must fail at least 20 % of the requests"
-    # 429s carry Retry-After: 1 and the hook honours it.
-    assert elapsed >= faults["http429"] * 1.0
+    # 429s carry the wait they ask for (X-Retry-After-Ms) and the hook honours it.
+    assert elapsed >= faults["http429"] * RETRY_AFTER
     # Every request was answered with a counted status: the sandbox itself never failed.
     assert sum(stats["by_status"].values()) == requests
 
@@ -134,7 +135,6 @@ def test_backfill_under_faults_equals_fault_free_run(
         faulty["rows_written_by_market"]["HK"],
         faulty["rows_written_by_market"]["US"],
     }
-    assert elapsed < 90
 
 
 @pytest.mark.parametrize("end_marker", ["empty", "absent"])

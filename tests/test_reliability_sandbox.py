@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
+from tests._helpers import wait_until
 
 PATH = "/v1/quote/{}/short-selling/short-interest"
 API = PATH.format("HK.00700")
@@ -56,11 +57,9 @@ def statuses(reply: bytes) -> list[int]:
 
 
 def assert_healthy(sb: SandboxServer) -> None:
-    """The server still answers a normal request, quickly, with real data."""
-    started = time.monotonic()
+    """The server still answers a normal request with real data, its accept loop alive."""
     response = requests.get(sb.url + API, params={"count": 2}, timeout=5)
     assert response.status_code == 200 and len(response.json()["data"]["items"]) == 2
-    assert time.monotonic() - started < 2
     assert sb._thread is not None and sb._thread.is_alive()
 
 
@@ -172,18 +171,16 @@ def test_pipelined_requests_all_answered(sb: SandboxServer) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def closed_after(sock: socket.socket, limit: float) -> float:
-    """Seconds until the server closed ``sock`` (reading and discarding any answer); fails past ``limit``."""
-    started = time.monotonic()
-    sock.settimeout(limit)
+def closed_by_server(sock: socket.socket, guard: float) -> None:
+    """Read (and discard any answer) until the server closes ``sock``; ``guard`` only stops a hang."""
+    sock.settimeout(guard)
     try:
         while sock.recv(65536):
             pass
     except ConnectionResetError:
         pass
     except TimeoutError:
-        pytest.fail(f"the server kept a stalled connection open for more than {limit} s")
-    return time.monotonic() - started
+        pytest.fail(f"the server kept a stalled connection open for more than {guard} s")
 
 
 @pytest.mark.parametrize(
@@ -204,7 +201,7 @@ def test_stalled_client_is_dropped(sb: SandboxServer, partial: bytes) -> None:
     with connect(sb) as sock:
         sock.sendall(partial)
         assert_healthy(sb)  # others are served while this one stalls
-        assert closed_after(sock, 5 * SOCKET_TIMEOUT) < 3 * SOCKET_TIMEOUT
+        closed_by_server(sock, 20 * SOCKET_TIMEOUT)
     assert_healthy(sb)
 
 
@@ -215,25 +212,20 @@ def test_dripping_client_is_cut_off(sb: SandboxServer) -> None:
     whole (line, headers, body) must arrive within 2 x socket_timeout.
     """
     data = request(f"GET {API} HTTP/1.1", *[f"X-Drip-{i}: {'y' * 20}" for i in range(20)])
+    closed = False
     with connect(sb) as sock:
-        started = time.monotonic()
         sent = 0
         with contextlib.suppress(OSError):
-            while sent < len(data) and time.monotonic() - started < 10 * SOCKET_TIMEOUT:
+            while sent < len(data):
                 sock.sendall(data[sent : sent + 1])
                 sent += 1
-                time.sleep(0.6 * SOCKET_TIMEOUT)
-                sock.setblocking(False)
-                try:
-                    if sock.recv(1024) == b"":
-                        break
-                except BlockingIOError:
-                    pass
-                finally:
-                    sock.setblocking(True)
-        elapsed = time.monotonic() - started
-    assert sent < len(data), "the whole request was accepted at one byte per 0.3 s"
-    assert elapsed < 2 * SOCKET_TIMEOUT + 1.0, f"cut off after {elapsed:.1f} s"
+                # The drip's pace (the behaviour under test), and a look whether the server hung up.
+                if select.select([sock], [], [], 0.6 * SOCKET_TIMEOUT)[0] and sock.recv(1024) == b"":
+                    closed = True
+                    break
+    assert closed and sent < len(data), "the whole request was accepted at one byte per 0.3 s"
+    # Within the request deadline of 2 x socket_timeout, the drip gets through only a few bytes.
+    assert sent <= 2 / 0.6 + 2, f"{sent} bytes accepted before the cut-off"
     assert_healthy(sb)
 
 
@@ -248,24 +240,22 @@ def test_many_concurrent_slow_clients(sb: SandboxServer) -> None:
             )
         with requests.Session() as session:
             for _ in range(20):
-                started = time.monotonic()
                 response = session.get(sb.url + API, params={"count": 1}, timeout=5)
-                assert response.status_code == 200 and time.monotonic() - started < 1
-        deadline = time.monotonic() + 5 * SOCKET_TIMEOUT + 2
+                assert response.status_code == 200
         for sock in slow:
-            closed_after(sock, max(0.1, deadline - time.monotonic()))
+            closed_by_server(sock, 20 * SOCKET_TIMEOUT)
     finally:
         for sock in slow:
             sock.close()
-    end = time.monotonic() + 5
-    while threading.active_count() > baseline + 2 and time.monotonic() < end:
-        time.sleep(0.05)
-    assert threading.active_count() <= baseline + 2, "handler threads of dropped clients linger"
+    assert wait_until(lambda: threading.active_count() <= baseline + 2), (
+        "handler threads of dropped clients linger"
+    )
     assert_healthy(sb)
 
 
 def test_clients_that_vanish_mid_answer(sb: SandboxServer) -> None:
     """Clients time out during an injected delay, or close before reading a large answer."""
+    answered = sum(sb.stats()["by_status"].values())
     sb.configure(delay_rate=1.0, delay_seconds=0.3)
     try:
         for _ in range(10):
@@ -277,6 +267,7 @@ def test_clients_that_vanish_mid_answer(sb: SandboxServer) -> None:
         with connect(sb) as sock:
             sock.sendall(request("GET /_sandbox/history?symbol=HK.00700 HTTP/1.1"))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    time.sleep(0.35)  # the delayed answers are written into closed sockets
+    # The delayed answers are then written into closed sockets: wait until all ten are answered.
+    assert wait_until(lambda: sum(sb.stats()["by_status"].values()) >= answered + 10)
     assert_healthy(sb)
     assert sb.stats()["faults"]["delay"] == 10

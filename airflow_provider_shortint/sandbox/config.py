@@ -29,6 +29,7 @@ class SandboxConfig:
     internal_error_rate: float = 0.0
     http5xx_rate: float = 0.0
     http429_rate: float = 0.0
+    fault_retry_after: float = 1.0  # seconds an injected 429 asks the client to wait
     delay_rate: float = 0.0
     delay_seconds: float = 2.0
     malformed_rate: float = 0.0
@@ -52,6 +53,8 @@ class SandboxConfig:
             raise ValueError(f"rate_limit_period must be > 0, got {self.rate_limit_period}")
         if self.end_marker not in END_MARKER_MODES:
             raise ValueError(f"end_marker must be one of {END_MARKER_MODES}, got {self.end_marker!r}")
+        if not 0 <= self.fault_retry_after <= 3600:
+            raise ValueError(f"fault_retry_after must be within 0..3600 s, got {self.fault_retry_after}")
         if not self.delay_seconds >= 0:
             raise ValueError(f"delay_seconds must be >= 0, got {self.delay_seconds}")
         if not self.socket_timeout > 0:
@@ -82,7 +85,8 @@ class SandboxConfig:
 READ_ONLY: Final = frozenset({"host", "port", "opend_port"})
 LIVE_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(SandboxConfig)) - READ_ONLY
 _FLOAT_FIELDS: Final = frozenset(
-    {"rate_limit_period", "delay_seconds", "socket_timeout"} | {f"{kind}_rate" for kind in FAULT_KINDS}
+    {"rate_limit_period", "delay_seconds", "socket_timeout", "fault_retry_after"}
+    | {f"{kind}_rate" for kind in FAULT_KINDS}
 )
 
 

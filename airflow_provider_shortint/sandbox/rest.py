@@ -118,20 +118,19 @@ class RestFrontEnd:
             return canned
         admission = self.sandbox.gate.admit(config)
         if admission.wait is not None:
-            wait = admission.wait
             return gateway_error(
                 429,
                 "rate_limited",
                 f"rate limit of {config.rate_limit_calls} requests per {config.rate_limit_period:g} s "
                 "reached",
-                [
-                    ("Retry-After", str(max(1, math.ceil(wait)))),
-                    ("X-Retry-After-Ms", str(math.ceil(wait * 1000))),
-                ],
+                _retry_after(admission.wait),
             )
         if admission.injected_429:
             return gateway_error(
-                429, "rate_limited", "rate limit exceeded (injected fault)", [("Retry-After", "1")]
+                429,
+                "rate_limited",
+                "rate limit exceeded (injected fault)",
+                _retry_after(config.fault_retry_after),
             )
         if admission.fired("http5xx"):
             status = admission.draw.bad_gateway
@@ -177,3 +176,8 @@ class RestFrontEnd:
             body = json_reply(200, envelope).body
             return Reply(200, body[: max(1, len(body) // 3)], [("Content-Type", "application/json")])
         return json_reply(200, envelope)
+
+
+def _retry_after(wait: float) -> list[tuple[str, str]]:
+    """How long a 429 asks the client to wait: whole seconds (Retry-After) and milliseconds."""
+    return [("Retry-After", str(max(1, math.ceil(wait)))), ("X-Retry-After-Ms", str(math.ceil(wait * 1000)))]
