@@ -35,7 +35,6 @@ from airflow_provider_shortint.examples.settings import (
     conn_id,
     default_lake_path,
     fail_if_rejected,
-    poke_interval,
 )
 from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKET_CODES
@@ -44,9 +43,6 @@ from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRec
 
 #: How long a run waits for a new record before giving up for the day (the task is then skipped).
 SENSOR_TIMEOUT = dt.timedelta(hours=6)
-#: How often the triggerer asks the API (one request per poll, out of the shared budget): 15 minutes,
-#: or $SHORTINT_POKE_INTERVAL seconds (read at parse time), e.g. 5 against the sandbox.
-POKE_INTERVAL = dt.timedelta(seconds=poke_interval())
 LAKE_PATH = default_lake_path()
 
 
@@ -89,7 +85,8 @@ with DAG(
                 lake_path=LAKE_PATH,
                 shortint_conn_id=conn_id(),
                 deferrable=True,
-                poke_interval=POKE_INTERVAL.total_seconds(),
+                # None: the triggerer's $SHORTINT_POKE_INTERVAL (default 15 minutes, one request a poll).
+                poke_interval=None,
                 timeout=SENSOR_TIMEOUT.total_seconds(),
                 soft_fail=True,
             )

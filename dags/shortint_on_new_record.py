@@ -1,9 +1,9 @@
 """shortint_on_new_record: event-driven loads, scheduled by an AssetWatcher instead of a clock.
 
 For each market, the triggerer runs a ``ShortInterestNewRecordEventTrigger`` on the bellwether
-(HK.00700, US.AAPL): it polls the API every ``SHORTINT_POKE_INTERVAL`` seconds (default 15 minutes, one
-request per poll) and fires once per new trade date. The event lands on the market's watched Asset
-(``shortint_new_record_hk``, ``..._us``), which starts a run of this DAG:
+(HK.00700, US.AAPL): it polls the API every ``$SHORTINT_POKE_INTERVAL`` seconds of the triggerer
+(default 15 minutes, one request per poll) and fires once per new trade date. The event lands on the
+market's watched Asset (``shortint_new_record_hk``, ``..._us``), which starts a run of this DAG:
 
 1. ``pick_universe``: the markets whose bellwether fired (both on a manual run) and their universes
    (Airflow Variable ``shortint_hk_universe`` / ``shortint_us_universe``, else the default list).
@@ -31,7 +31,6 @@ from airflow_provider_shortint.examples.settings import (
     conn_id,
     default_lake_path,
     fail_if_rejected,
-    poke_interval,
 )
 from airflow_provider_shortint.markets import MARKET_CODES
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
@@ -40,8 +39,9 @@ from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRe
 
 def new_record_asset(market: str) -> Asset:
     """The Asset a new trade date of ``market`` lands on, watched by the event trigger on its bellwether."""
+    # poke_interval=None: the triggerer's $SHORTINT_POKE_INTERVAL (default 15 minutes) sets the pace.
     trigger = ShortInterestNewRecordEventTrigger(
-        symbol=BELLWETHER[market], shortint_conn_id=conn_id(), poke_interval=poke_interval()
+        symbol=BELLWETHER[market], shortint_conn_id=conn_id(), poke_interval=None
     )
     # Named, with no URI: an unknown URI scheme makes Airflow load every provider's URI handlers
     # (boto3, requests: ~0.8 s) each time the file is parsed in a fresh process.

@@ -461,3 +461,33 @@ def run_sensor_dag(
         )
     assert reschedules >= 1
     assert states == {"wait_us": "success", "wait_hk": "success", "report": "success"}
+
+
+# -- poke_interval=None: the process that polls reads $SHORTINT_POKE_INTERVAL ----------------------------
+
+
+def test_poke_interval_none_defers_with_the_triggerers_setting(
+    api: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "3")
+    s = sensor(after="2026-05-15", deferrable=True, poke_interval=None)
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(CTX)
+    trigger = info.value.trigger
+    assert isinstance(trigger, ShortInterestNewRecordTrigger)
+    assert trigger.serialize()[1]["poke_interval"] is None  # the triggerer reads its own setting
+
+
+def test_poke_interval_none_in_poke_mode_is_read_by_the_worker(
+    api: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = sensor(after="2026-05-15", poke_interval=None, timeout=0)
+    assert s.poke_interval == 900  # the default until the task runs
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "0.25")
+    with pytest.raises(AirflowSensorTimeout):
+        s.execute(CTX)
+    assert s.poke_interval == 0.25
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "often")
+    with pytest.raises(AirflowFailException, match="SHORTINT_POKE_INTERVAL must be a number"):
+        sensor(after="2026-05-15", poke_interval=None).execute(CTX)
+    assert sensor(poke_interval=5).poke_interval == 5

@@ -390,3 +390,51 @@ def test_event_trigger_survives_errors(
     event = asyncio.run(main())
     assert event.payload["trade_date"] == "2026-05-15"
     assert TOKEN not in caplog.text
+
+
+# -- the poll interval setting ($SHORTINT_POKE_INTERVAL, read where the polling happens) -------------------
+
+
+def test_poke_interval_none_is_read_by_the_triggerer_when_it_runs(
+    sandbox: SandboxServer,
+    use_conn: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """poke_interval=None travels as None in the kwargs; the process that runs the trigger decides."""
+    use_conn(sandbox.url)
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "7")  # the DAG's process: not read
+    trigger = ShortInterestNewRecordTrigger(
+        symbol="HK.00700", after="2026-05-15", poke_interval=None, deadline=time.time() + 0.6
+    )
+    assert trigger.serialize()[1]["poke_interval"] is None
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "0.2")  # the triggerer's
+    caplog.set_level(logging.INFO)
+    assert first_event(rebuild(trigger)).payload["status"] == "timeout"
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "next poll in 0.2 s" in logged and "next poll in 7.0 s" not in logged
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-5", "nan", "1e9"])
+def test_a_bad_poke_interval_setting_is_one_clear_error(
+    sandbox: SandboxServer, use_conn: Callable[..., str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    use_conn(sandbox.url)
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", value)
+    event = first_event(ShortInterestNewRecordTrigger(symbol="HK.00700", poke_interval=None))
+    assert event.payload["status"] == "error" and event.payload["retryable"] is False
+    assert "SHORTINT_POKE_INTERVAL must be a number of seconds" in event.payload["message"]
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_event_trigger_with_a_bad_setting_logs_it_and_polls_at_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "soon")
+    trigger = ShortInterestNewRecordEventTrigger(symbol="HK.00700", poke_interval=None)
+    assert trigger._interval() == 900.0
+    assert "SHORTINT_POKE_INTERVAL must be a number of seconds" in caplog.text + "".join(capfd.readouterr())
+    monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "2.5")
+    assert trigger._interval() == 2.5
+    assert ShortInterestNewRecordEventTrigger(symbol="HK.00700", poke_interval=4)._interval() == 4.0

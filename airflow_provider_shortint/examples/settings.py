@@ -79,23 +79,6 @@ def default_report_dir() -> str:
     return os.environ.get("SHORTINT_REPORT_DIR") or os.path.join(_airflow_home(), "shortint_reports")
 
 
-def poke_interval() -> float:
-    """Seconds between two polls of the API for a new record: $SHORTINT_POKE_INTERVAL, else 15 minutes.
-
-    Each poll is one request out of the shared budget; shorten it against the sandbox (e.g. ``5``).
-    Read at parse time, so every component must see the same value (an AssetWatcher's trigger is
-    identified by its kwargs).
-    """
-    raw = os.environ.get("SHORTINT_POKE_INTERVAL") or "900"
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ValueError(f"SHORTINT_POKE_INTERVAL must be a positive number of seconds, got {raw!r}")
-    return seconds
-
-
 def fail_if_rejected(summaries: Iterable[Mapping[str, Any] | None]) -> None:
     """Fail the task, without retry, naming every symbol the API rejected in the loads' summaries.
 

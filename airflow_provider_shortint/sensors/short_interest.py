@@ -54,6 +54,9 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
     :param shortint_conn_id: connection id, of type ``shortint`` or ``futu_opend``
     :param deferrable: wait in the triggerer (``ShortInterestNewRecordTrigger``) instead of a worker
     :param max_failures: deferrable mode: consecutive failed polls before the task fails
+    :param poke_interval: Airflow's seconds between pokes; ``None``: ``$SHORTINT_POKE_INTERVAL``
+        (default 900) of the process that polls, read when it polls: the triggerer once deferred, the
+        worker in poke or reschedule mode
     """
 
     template_fields: Sequence[str] = ("symbol", "after", "lake_path", "shortint_conn_id")
@@ -73,6 +76,12 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         max_failures: int = 10,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_shortint.triggers.poll import DEFAULT_POKE_INTERVAL
+
+        #: ``poke_interval=None``: the process that polls reads $SHORTINT_POKE_INTERVAL when it polls.
+        self.poke_interval_from_setting = "poke_interval" in kwargs and kwargs["poke_interval"] is None
+        if self.poke_interval_from_setting:
+            kwargs["poke_interval"] = DEFAULT_POKE_INTERVAL  # replaced by the setting when the task runs
         super().__init__(**kwargs)
         self.symbol = symbol
         self.after = after
@@ -143,6 +152,18 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
 
     # -- sensor -------------------------------------------------------------------------------------------
 
+    def execute(self, context: Context) -> Any:
+        """Airflow's poke loop (which also runs the first poke of a deferrable sensor), its interval read
+        from ``$SHORTINT_POKE_INTERVAL`` here when the sensor was given ``poke_interval=None``."""
+        if self.poke_interval_from_setting:
+            from airflow_provider_shortint.triggers.poll import configured_poke_interval
+
+            try:
+                self.poke_interval = configured_poke_interval()
+            except ShortInterestError as err:
+                raise AirflowFailException(f"{self.task_id}: {err.message}") from None
+        return super().execute(context)
+
     def poke(self, context: Context) -> PokeReturnValue:
         """One check; in deferrable mode a check that is not done hands the waiting to the triggerer.
 
@@ -160,13 +181,18 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         from airflow_provider_shortint.triggers.short_interest import ShortInterestNewRecordTrigger
 
         reference = target.reference
-        self.log.info("%s: deferring; the triggerer polls every %s s", target.symbol, self.poke_interval)
+        interval = None if self.poke_interval_from_setting else float(self.poke_interval)
+        self.log.info(
+            "%s: deferring; the triggerer polls every %s",
+            target.symbol,
+            "$SHORTINT_POKE_INTERVAL seconds" if interval is None else f"{interval:g} s",
+        )
         self.defer(
             trigger=ShortInterestNewRecordTrigger(
                 symbol=target.symbol,
                 after=None if reference is None else reference.isoformat(),
                 shortint_conn_id=self.shortint_conn_id,
-                poke_interval=float(self.poke_interval),
+                poke_interval=interval,
                 max_failures=self.max_failures,
                 deadline=time.time() + float(self.timeout),
             ),

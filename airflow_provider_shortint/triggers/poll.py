@@ -18,11 +18,17 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import math
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestError
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    NonRetryableError,
+    ShortInterestError,
+)
 from airflow_provider_shortint.retry import backoff_delay
 from airflow_provider_shortint.text import clip
 from airflow_provider_shortint.transports.settings import TransportSettings
@@ -32,6 +38,32 @@ if TYPE_CHECKING:
 
 #: Shortest wait between two polls, whatever ``poke_interval`` says (a trigger must never spin).
 MIN_POKE_INTERVAL = 0.1
+
+#: The environment variable that sets the poll interval of sensors and triggers given ``poke_interval=None``,
+#: read by the process that polls (the triggerer for a deferred sensor or an AssetWatcher, a worker for a
+#: sensor in poke or reschedule mode), and its default: 15 minutes, one request per poll.
+POKE_INTERVAL_VARIABLE = "SHORTINT_POKE_INTERVAL"
+DEFAULT_POKE_INTERVAL = 900.0
+MAX_POKE_INTERVAL = 86400.0
+
+
+def configured_poke_interval() -> float:
+    """Seconds between two polls as ``$SHORTINT_POKE_INTERVAL`` of this process says (default 900);
+    a value that is not a number of seconds from 0.1 to 86400 raises ``InvalidParameterError``."""
+    raw = os.environ.get(POKE_INTERVAL_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_POKE_INTERVAL
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not MIN_POKE_INTERVAL <= seconds <= MAX_POKE_INTERVAL:
+        raise InvalidParameterError(
+            f"{POKE_INTERVAL_VARIABLE} must be a number of seconds from {MIN_POKE_INTERVAL:g} to "
+            f"{MAX_POKE_INTERVAL:g}, got {clip(repr(raw), 40)}"
+        )
+    return seconds
+
 
 #: Longest wait for the hook's ``close()`` at the end of a run (the SDK's close joins its threads).
 CLOSE_WAIT = 5.0

@@ -25,10 +25,12 @@ from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.symbols import normalize_symbol
 from airflow_provider_shortint.triggers.poll import (
+    DEFAULT_POKE_INTERVAL,
     MIN_POKE_INTERVAL,
     Poller,
     PollResult,
     classify,
+    configured_poke_interval,
     failure_message,
     open_hook,
     poll_limit,
@@ -54,6 +56,11 @@ def _interval(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise InvalidParameterError(f"{name} must be a non-negative number of seconds, got {value!r}")
     return float(value)
+
+
+def _poke_interval(value: object) -> float | None:
+    """``poke_interval`` as given; None stays None: ``$SHORTINT_POKE_INTERVAL`` of the triggerer decides."""
+    return None if value is None else _interval(value, "poke_interval")
 
 
 def _event(payload: dict[str, Any]) -> TriggerEvent:
@@ -90,7 +97,8 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
     :param symbol: "HK.00700", "US.AAPL" (normalised; validated here, before any request)
     :param after: ISO date ``YYYY-MM-DD`` or None
     :param shortint_conn_id: the Airflow connection to use
-    :param poke_interval: seconds between polls (at least 0.1); slept after every poll that did not end
+    :param poke_interval: seconds between polls (at least 0.1); slept after every poll that did not end;
+        None: ``$SHORTINT_POKE_INTERVAL`` of the triggerer (default 900), read when the trigger starts
     :param max_failures: consecutive failed polls (5xx, 429, -5, timeouts) before an error event
     :param max_backoff: cap of the doubling, jittered wait after failures (never below ``poke_interval``)
     :param deadline: Unix time after which a ``timeout`` event ends the wait (None: only Airflow's
@@ -102,7 +110,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         symbol: str,
         after: str | dt.date | None = None,
         shortint_conn_id: str = "shortint_default",
-        poke_interval: float = 60.0,
+        poke_interval: float | None = 60.0,
         max_failures: int = 10,
         max_backoff: float = 600.0,
         deadline: float | None = None,
@@ -111,7 +119,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         self.symbol = normalize_symbol(symbol)
         self.after = _iso(after, "after")
         self.shortint_conn_id = str(shortint_conn_id)
-        self.poke_interval = _interval(poke_interval, "poke_interval")
+        self.poke_interval = _poke_interval(poke_interval)
         self.max_failures = positive_int(max_failures, "max_failures")
         self.max_backoff = _interval(max_backoff, "max_backoff")
         self.deadline = None if deadline is None else _interval(deadline, "deadline")
@@ -148,6 +156,12 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
         symbol = self.symbol
         after = None if self.after is None else dt.date.fromisoformat(self.after)
         try:
+            interval = configured_poke_interval() if self.poke_interval is None else self.poke_interval
+        except InvalidParameterError as err:
+            self.log.error("%s: %s", symbol, err.message)
+            yield self._error(f"{symbol}: {err.message}", retryable=False)
+            return
+        try:
             hook = await open_hook(self.shortint_conn_id)
         except Exception as err:
             failure = _connection_failure(self.shortint_conn_id, symbol, err)
@@ -181,7 +195,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
                         self.log.error("%s", summary)
                         yield self._error(summary, retryable=True)
                         return
-                    delay = retry_wait(self.poke_interval, failures, self.max_backoff)
+                    delay = retry_wait(interval, failures, self.max_backoff)
                     self.log.warning(
                         "%s: poll failed (%d of %d allowed in a row), next poll in %.1f s: %s",
                         symbol,
@@ -199,7 +213,7 @@ class ShortInterestNewRecordTrigger(BaseTrigger):
                             {"status": "success", "symbol": symbol, "trade_date": newest.isoformat()}
                         )
                         return
-                    delay = poll_wait(self.poke_interval)
+                    delay = poll_wait(interval)
                     self.log.info(
                         "%s: newest record %s, waiting for one after %s; next poll in %.1f s",
                         symbol,
@@ -244,7 +258,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         symbol: str,
         after: str | dt.date | None = None,
         shortint_conn_id: str = "shortint_default",
-        poke_interval: float = 300.0,
+        poke_interval: float | None = 300.0,
         max_backoff: float = 3600.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -253,7 +267,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
         self.symbol = normalize_symbol(symbol)
         self.after = _iso(after, "after")
         self.shortint_conn_id = str(shortint_conn_id)
-        self.poke_interval = _interval(poke_interval, "poke_interval")
+        self.poke_interval = _poke_interval(poke_interval)
         self.max_backoff = _interval(max_backoff, "max_backoff")
         self.last_reported: dt.date | None = None  # runtime state, not a kwarg
 
@@ -302,9 +316,21 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
             poller = Poller(hook, self.symbol)
         return poller, await poller.poll_newest(poll_limit(poller.hook))
 
+    def _interval(self) -> float:
+        """``poke_interval``, or the triggerer's ``$SHORTINT_POKE_INTERVAL``; a bad value is logged and the
+        default used (an event trigger never ends: an event would schedule the DAG)."""
+        if self.poke_interval is not None:
+            return self.poke_interval
+        try:
+            return configured_poke_interval()
+        except InvalidParameterError as err:
+            self.log.error("%s: %s; polling every %g s", self.symbol, err.message, DEFAULT_POKE_INTERVAL)
+            return DEFAULT_POKE_INTERVAL
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         symbol = self.symbol
         after = None if self.after is None else dt.date.fromisoformat(self.after)
+        interval = self._interval()
         stored = await self._load_state()
         known = [d for d in (after, stored, self.last_reported) if d is not None]
         last: dt.date | None = max(known) if known else None
@@ -316,11 +342,11 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
             while True:
                 poller, result = await self._poll(poller)
                 if result.kind == "permanent":
-                    delay = max(self.max_backoff, poll_wait(self.poke_interval))
+                    delay = max(self.max_backoff, poll_wait(interval))
                     self.log.error("%s: %s; polling again in %.0f s", symbol, result.message, delay)
                 elif result.kind == "transient":
                     failures += 1
-                    delay = retry_wait(self.poke_interval, failures, self.max_backoff)
+                    delay = retry_wait(interval, failures, self.max_backoff)
                     self.log.warning(
                         "%s: poll failed (%d in a row), next poll in %.1f s: %s",
                         symbol,
@@ -330,7 +356,7 @@ class ShortInterestNewRecordEventTrigger(BaseEventTrigger):
                     )
                 else:
                     failures = 0
-                    delay = poll_wait(self.poke_interval)
+                    delay = poll_wait(interval)
                     newest = result.newest
                     if needs_baseline:
                         # No data yet (-10) leaves the reference empty: the first record will count.
