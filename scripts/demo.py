@@ -4,8 +4,9 @@ OpenD into the same lake, all on the local sandbox, with no configuration.
 Everything lives under ./.demo (AIRFLOW_HOME with a SQLite DB, the lake, the reports, the shared
 rate-limit state); the DAGs are the repository's ./dags. Each step is a real `airflow dags test` run
 in a subprocess. The sandbox serves both doors (REST, and the OpenD protocol the futu-api SDK speaks)
-on free loopback ports and is stopped on exit, failures included. The last step swaps the DAGs'
-connection `shortint_default` for a `futu_opend` one; without futu-api (`[futu]`) it is skipped.
+on free loopback ports and is stopped on exit, failures included. The last step points the DAGs at
+the connection `futu_opend_default` (`SHORTINT_CONN_ID=futu_opend_default`); without futu-api
+(`[futu]`) it is skipped.
 
     .venv/bin/python scripts/demo.py [--rate-limit-period 3] [--chunk-size 5] [--rest-only]
 
@@ -201,6 +202,8 @@ class Demo:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "SHORTINT_LAKE_PATH": str(LAKE),
             "SHORTINT_REPORT_DIR": str(REPORTS),
+            # Waiting sensors poll the sandbox every 5 s (the triggerer's setting; 15 min by default).
+            "SHORTINT_POKE_INTERVAL": "5",
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
@@ -256,11 +259,15 @@ class Demo:
         opend_lines: list[str] = []
         if self.opend:
             self.say(
-                f"[4/{steps}] shortint_daily over OpenD: the same DAG, shortint_default now a futu_opend "
-                f"connection (futu-api SDK -> 127.0.0.1:{self.opend_port}), the same lake"
+                f"[4/{steps}] shortint_daily over OpenD: the same DAG, SHORTINT_CONN_ID=futu_opend_default "
+                f"(futu-api SDK -> 127.0.0.1:{self.opend_port}), the same lake"
             )
             served = self.served()
-            env = {**self.env, "AIRFLOW_CONN_SHORTINT_DEFAULT": self.connection("futu_opend")}
+            env = {
+                **self.env,
+                "AIRFLOW_CONN_FUTU_OPEND_DEFAULT": self.connection("futu_opend"),
+                "SHORTINT_CONN_ID": "futu_opend_default",
+            }
             final = self.daily("shortint_daily-opend", after, env)
             opend_lines = self.opend_added(after, final, served)
             after = final
