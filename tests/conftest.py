@@ -7,13 +7,16 @@ temporary home (one per test process, SQLite) before anything imports Airflow, a
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 for _name in [name for name in os.environ if name.startswith("AIRFLOW")]:
     del os.environ[_name]
 _HOME = Path(tempfile.mkdtemp(prefix="shortint-airflow-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(_HOME),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -29,7 +32,6 @@ import contextlib
 import io
 import json
 import logging
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
