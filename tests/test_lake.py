@@ -17,6 +17,7 @@ from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.lake import LakeSchemaError, ParquetLake, UpsertResult, open_lake
 from airflow_provider_shortint.records import COLUMNS, rows_to_table
 
+D0 = dt.date(2025, 12, 31)  # the day before a new year: another partition
 D1, D2, D3 = dt.date(2026, 5, 13), dt.date(2026, 5, 14), dt.date(2026, 5, 15)
 T0 = dt.datetime(2026, 5, 16, 1, 0, tzinfo=dt.UTC)
 T1 = dt.datetime(2026, 5, 17, 1, 0, tzinfo=dt.UTC)
@@ -85,18 +86,20 @@ def test_layout_and_file_schema(lake: ParquetLake) -> None:
 
     from airflow_provider_shortint.records import lake_schema
 
-    result = lake.upsert(make_table(HK + US, [D2, D3]))
+    result = lake.upsert(make_table(HK + US, [D0, D2, D3]))
     root = root_of(lake)
-    expected = sorted(f"market={m}/dt={d}/part-0.parquet" for m in ("HK", "US") for d in (D2, D3))
+    expected = sorted(f"market={m}/year={y}/part-0.parquet" for m in ("HK", "US") for y in (2025, 2026))
     assert sorted(data_files(root)) == expected
     assert result == UpsertResult(
-        rows_written=12,
+        rows_written=18,
         rows_unchanged=0,
-        partitions_written=tuple(f"market={m}/dt={d}" for m in ("HK", "US") for d in (D2, D3)),
+        partitions_written=tuple(f"market={m}/year={y}" for m in ("HK", "US") for y in (2025, 2026)),
         partitions_unchanged=0,
         latest_trade_date={"HK": "2026-05-15", "US": "2026-05-15"},
+        rows_written_by_market={"HK": 9, "US": 9},
     )
-    assert lake.partition_path("HK", D3) == str(root / "market=HK/dt=2026-05-15/part-0.parquet")
+    assert lake.partition_path("HK", D3) == str(root / "market=HK/year=2026/part-0.parquet")
+    assert lake.partition_path("HK", D0) == str(root / "market=HK/year=2025/part-0.parquet")
     assert lake.uri == str(root)
     for rel in expected:
         path = root / rel
@@ -104,46 +107,88 @@ def test_layout_and_file_schema(lake: ParquetLake) -> None:
         table = pq.read_table(path, partitioning=None)
         assert table.schema.equals(lake_schema()), table.schema
         assert table.column_names == list(COLUMNS)
-        assert "market" not in table.column_names and "dt" not in table.column_names
+        assert "market" not in table.column_names and "year" not in table.column_names
         assert b"pandas" not in (meta.metadata or {})
         assert meta.row_group(0).column(0).compression == "ZSTD"
-        symbols = table.column("symbol").to_pylist()
-        assert symbols == sorted(symbols)
-        market, day = rel.split("/")[0][7:], rel.split("/")[1][3:]
-        assert {s[:2] for s in symbols} == {market}
-        assert {d.isoformat() for d in table.column("trade_date").to_pylist()} == {day}
-    hk = pq.read_table(root / expected[0])
+        assert [c.column_index for c in meta.row_group(0).sorting_columns] == [0, 1]
+        keys = list(
+            zip(table.column("symbol").to_pylist(), table.column("trade_date").to_pylist(), strict=True)
+        )
+        assert keys == sorted(set(keys))  # sorted by (symbol, trade_date), each key once
+        market, year = rel.split("/")[0][7:], int(rel.split("/")[1][5:])
+        assert {s[:2] for s, _ in keys} == {market}
+        assert {d.year for _, d in keys} == {year}
+    hk = pq.read_table(root / expected[1])
     assert hk.column("shares_short").null_count == hk.num_rows  # US-only column is null for HK
 
 
+def test_row_groups_are_sized_for_a_symbol_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows sorted by symbol in row groups of ROW_GROUP_ROWS: a filter on one symbol reads one group."""
+    import pyarrow.parquet as pq
+
+    from airflow_provider_shortint.lake import arrow
+
+    monkeypatch.setattr(arrow, "ROW_GROUP_ROWS", 6)
+    lake = open_lake(tmp_path / "lake")
+    symbols = [f"HK.{i:05d}" for i in range(1, 9)]
+    lake.upsert(make_table(symbols, [D1, D2, D3]))  # 24 rows: 4 groups of 6
+    path = tmp_path / "lake/market=HK/year=2026/part-0.parquet"
+    meta = pq.read_metadata(path)
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [6, 6, 6, 6]
+    stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    assert [(s.min, s.max) for s in stats] == [
+        ("HK.00001", "HK.00002"),
+        ("HK.00003", "HK.00004"),
+        ("HK.00005", "HK.00006"),
+        ("HK.00007", "HK.00008"),
+    ]
+    assert arrow._groups_with(meta, ["HK.00004"]) == [1]
+    assert arrow._groups_with(meta, ["HK.00001", "HK.00008", "HK.99999"]) == [0, 3]
+    rows = arrow.read_rows(str(path), "x", ["symbol", "trade_date"], ["HK.00004"])
+    assert rows.column("symbol").to_pylist() == ["HK.00004"] * 3
+
+
 def test_readers_agree_duckdb_polars_pyarrow(lake: ParquetLake) -> None:
+    """The documented readers, as written in docs/LAKE.md and the README, see every row once."""
     import duckdb
     import polars as pl
     import pyarrow.dataset as ds
 
-    lake.upsert(make_table(HK + US, [D1, D2, D3]))
+    table = make_table(HK + US, [D0, D1, D2, D3])
+    lake.upsert(table)
+    lake.stage(make_table(HK, [D3], version=9), run="pending", name="chunk")  # invisible until committed
     root = lake.uri
-    cols = ["symbol", "trade_date", "close_price", "shares_short", "market", "dt"]
+    cols = ["symbol", "trade_date", "close_price", "shares_short", "market", "year"]
     expected = sorted(
-        (r["symbol"], r["trade_date"], r["close_price"], r["shares_short"], r["symbol"][:2], r["trade_date"])
-        for r in make_table(HK + US, [D1, D2, D3]).to_pylist()
+        (
+            r["symbol"],
+            r["trade_date"],
+            r["close_price"],
+            r["shares_short"],
+            r["symbol"][:2],
+            r["trade_date"].year,
+        )
+        for r in table.to_pylist()
     )
     con = duckdb.connect()
     duck = con.execute(
         f"select {', '.join(cols)} from read_parquet('{root}/**/*.parquet', hive_partitioning=true) "
-        "order by market, dt, symbol"
+        "order by market, year, symbol, trade_date"
     ).fetchall()
-    assert sorted(duck) == expected
+    assert duck == sorted(expected, key=lambda r: (r[4], r[5], r[0], r[1]))
     polars_rows = (
         pl.scan_parquet(f"{root}/**/*.parquet", hive_partitioning=True).select(cols).collect().rows()
     )
     assert sorted(polars_rows) == expected
     arrow = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=cols)
-    as_text = sorted((*r[:5], str(r[5])) for r in (tuple(x.values()) for x in arrow.to_pylist()))
-    assert as_text == [(*r[:5], r[5].isoformat()) for r in expected]
+    assert sorted(tuple(r.values()) for r in arrow.to_pylist()) == expected
     ours = lake.read(cols)
     assert ours.column_names == cols
-    assert [tuple(r.values()) for r in ours.to_pylist()] == sorted(expected, key=lambda r: (r[4], r[5], r[0]))
+    assert [tuple(r.values()) for r in ours.to_pylist()] == sorted(
+        expected, key=lambda r: (r[4], r[5], r[0], r[1])
+    )
+    dates = lake.read(["symbol", "trade_date", "dt"]).to_pylist()
+    assert all(r["dt"] == r["trade_date"] for r in dates)  # `dt` on request: the daily layout's key
 
 
 def test_read_whole_lake_schema_and_empty_lake(lake: ParquetLake) -> None:
@@ -153,13 +198,15 @@ def test_read_whole_lake_schema_and_empty_lake(lake: ParquetLake) -> None:
 
     empty = lake.read()
     assert empty.num_rows == 0
-    assert empty.column_names == [*COLUMNS, "market", "dt"]
+    assert empty.column_names == [*COLUMNS, "market", "year"]
     assert lake.latest_dates() == {}
     assert lake.latest_dates(["HK.00700"]) == {}
     lake.upsert(make_table(HK, [D3]))
     table = lake.read()
+    assert table.column_names == [*COLUMNS, "market", "year"]
     assert table.schema.field("market").type == pa.string()
-    assert table.schema.field("dt").type == pa.date32()
+    assert table.schema.field("year").type == pa.int32()
+    assert lake.read(["dt"]).schema.field("dt").type == pa.date32()
     assert table.select(list(COLUMNS)).schema.equals(lake_schema())
     with pytest.raises(InvalidParameterError, match="unknown column"):
         lake.read(["symbol", "nope"])
@@ -179,7 +226,7 @@ def test_second_identical_upsert_changes_nothing(lake: ParquetLake) -> None:
     assert again.rows_written == 0
     assert again.rows_unchanged == 18
     assert again.partitions_written == ()
-    assert again.partitions_unchanged == 6
+    assert again.partitions_unchanged == 2
     assert data_files(root) == before
     assert mtimes(root) == stamps
     assert set(lake.read(["ingested_at"]).column("ingested_at").to_pylist()) == {T0}
@@ -203,7 +250,7 @@ def test_merge_replaces_changed_keeps_identical_and_others(lake: ParquetLake) ->
     new = make_table(["US.MSFT"], [D3], at=T1)
     result = lake.upsert(pa.concat_tables([changed, same, new]))
     assert (result.rows_written, result.rows_unchanged) == (2, 1)
-    assert result.partitions_written == ("market=US/dt=2026-05-15",)
+    assert result.partitions_written == ("market=US/year=2026",)
     rows = {r["symbol"]: r for r in lake.read().to_pylist()}
     assert list(rows) == ["US.AAPL", "US.BRK.B", "US.MSFT", "US.TSLA"]  # sorted by symbol
     assert rows["US.AAPL"]["ingested_at"] == T1
@@ -264,36 +311,58 @@ def test_latest_dates(lake: ParquetLake) -> None:
 
 
 def test_latest_dates_reads_only_two_columns(lake: ParquetLake, monkeypatch: pytest.MonkeyPatch) -> None:
-    lake.upsert(make_table(HK + US, [D1, D2, D3]))
+    from airflow_provider_shortint.lake import arrow
+
+    lake.upsert(make_table(HK + US, [D0, D1, D2, D3]))
     seen: list[Any] = []
-    original = ParquetLake._dataset
+    original = arrow.rows_from
 
-    class Spy:
-        def __init__(self, dataset: Any) -> None:
-            self.dataset = dataset
+    def spy(parquet: Any, where: str, columns: Any = None, symbols: Any = None) -> Any:
+        seen.append(columns)
+        return original(parquet, where, columns, symbols)
 
-        def to_table(self, **kwargs: Any) -> Any:
-            seen.append(kwargs.get("columns"))
-            return self.dataset.to_table(**kwargs)
-
-    monkeypatch.setattr(ParquetLake, "_dataset", lambda self, files: Spy(original(self, files)))
+    monkeypatch.setattr(arrow, "rows_from", spy)
     lake.latest_dates()
     lake.latest_dates(["HK.00700", "US.NOPE"])
     assert seen and all(cols == ["symbol", "trade_date"] for cols in seen)
 
 
-def test_upsert_lists_nothing_beyond_its_partitions(
+def test_upsert_reads_only_the_partitions_of_its_input(
     lake: ParquetLake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An upsert lists the lake (foreign files, layout) but opens only the partitions it writes."""
     from airflow_provider_shortint.lake.stores.local import LocalStore
 
-    lake.upsert(make_table(HK, [D1, D2]))
+    lake.upsert(make_table(HK + US, [D0, D1, D2]))
+    read: list[str] = []
+    original = LocalStore.read
 
-    def forbidden(self: Any) -> list[str]:
-        raise AssertionError("upsert listed the lake")
+    def spy(self: LocalStore, rel: str) -> Any:
+        read.append(rel)
+        return original(self, rel)
 
-    monkeypatch.setattr(LocalStore, "list_data_files", forbidden)
-    assert lake.upsert(make_table(HK, [D3])).partitions_written == ("market=HK/dt=2026-05-15",)
+    monkeypatch.setattr(LocalStore, "read", spy)
+    assert lake.upsert(make_table(HK, [D3])).partitions_written == ("market=HK/year=2026",)
+    assert read == ["market=HK/year=2026/part-0.parquet"]
+
+
+def test_a_year_of_history_takes_a_new_date_without_touching_other_years(lake: ParquetLake) -> None:
+    """A new trading date rewrites its year's file (merged, sorted); other years keep their bytes."""
+    root = root_of(lake)
+    lake.upsert(make_table(HK, [D0, D1, D2]))
+    before = data_files(root)
+    result = lake.upsert(make_table(HK, [D3]))
+    assert (result.rows_written, result.rows_unchanged, result.partitions_written) == (
+        3,
+        0,
+        ("market=HK/year=2026",),
+    )
+    after = data_files(root)
+    assert after["market=HK/year=2025/part-0.parquet"] == before["market=HK/year=2025/part-0.parquet"]
+    rows = lake.read(["symbol", "trade_date"]).to_pylist()
+    assert [(r["symbol"], r["trade_date"]) for r in rows if r["trade_date"].year == 2026] == sorted(
+        (s, d) for s in HK for d in (D1, D2, D3)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,7 +423,7 @@ def test_stored_file_with_wrong_schema_raises(lake: ParquetLake) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = root_of(lake) / "market=HK" / "dt=2026-05-15"
+    folder = root_of(lake) / "market=HK" / "year=2026"
     folder.mkdir(parents=True)
     pq.write_table(pa.table({"symbol": ["HK.00700"], "x": [1]}), folder / "part-0.parquet")
     before = (folder / "part-0.parquet").read_bytes()
@@ -375,10 +444,10 @@ def test_failed_replace_keeps_old_file_and_leaves_no_temp(
     root = root_of(lake)
     before = data_files(root)
 
-    def broken_replace(src: str, dst: str) -> None:
-        assert Path(src).name.startswith(".") and not src.endswith(".parquet")
-        assert Path(src).parent == Path(dst).parent  # same folder: the rename is atomic
-        assert Path(src).stat().st_size > 0  # the whole file was written before the rename
+    def broken_replace(src: str, dst: str, *, src_dir_fd: int, dst_dir_fd: int) -> None:
+        assert src.startswith(".") and not src.endswith(".parquet") and dst == "part-0.parquet"
+        assert src_dir_fd == dst_dir_fd  # same folder: the rename is atomic
+        assert os.stat(src, dir_fd=src_dir_fd).st_size > 0  # the whole file was written before the rename
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", broken_replace)
@@ -394,18 +463,18 @@ def test_exception_between_partitions_then_rerun_converges(
 ) -> None:
     import pyarrow.parquet as pq
 
-    table = make_table(HK + US, [D1, D2, D3], version=1)
+    table = make_table(HK + US, [D0, D1, D2, D3], version=1)
     reference = open_lake(tmp_path / "reference")
-    reference.upsert(make_table(HK + US, [D1, D2]))
+    reference.upsert(make_table(HK + US, [D0, D1, D2]))
     reference.upsert(table)
 
     lake = open_lake(tmp_path / "lake")
-    lake.upsert(make_table(HK + US, [D1, D2]))
+    lake.upsert(make_table(HK + US, [D0, D1, D2]))
     original = ParquetLake._write_partition
     calls: list[str] = []
 
-    def flaky(self: ParquetLake, partition: str, data: Any, expected: Any) -> None:
-        calls.append(partition)
+    def flaky(self: ParquetLake, partition: Any, data: Any, expected: Any) -> None:
+        calls.append(partition.name)
         if len(calls) == 2:
             raise RuntimeError("injected failure")
         original(self, partition, data, expected)
@@ -413,13 +482,15 @@ def test_exception_between_partitions_then_rerun_converges(
     monkeypatch.setattr(ParquetLake, "_write_partition", flaky)
     with pytest.raises(RuntimeError, match="injected failure") as info:
         lake.upsert(table)
-    assert any("already replaced" in note for note in getattr(info.value, "__notes__", []))
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "already replaced (each atomically): ['market=HK/year=2025']" in notes
+    assert "not written: ['market=HK/year=2026', 'market=US/year=2025', 'market=US/year=2026']" in notes
     monkeypatch.undo()
     for path in (tmp_path / "lake").rglob("*.parquet"):
         pq.read_table(path)  # every file readable
-    assert lake.read().num_rows == 12  # the first partition has version 1, the others the old rows
+    assert lake.read().num_rows == 18  # HK 2025 has version 1, the others the old rows
     result = lake.upsert(table)
-    assert result.rows_written == 18 - 3
+    assert result.rows_written == 24 - 3
     assert data_files(tmp_path / "lake") == data_files(tmp_path / "reference")
 
 
@@ -427,7 +498,7 @@ def test_stale_temp_files_are_ignored_then_removed(lake: ParquetLake) -> None:
     import duckdb
 
     lake.upsert(make_table(HK, [D3]))
-    folder = root_of(lake) / "market=HK" / "dt=2026-05-15"
+    folder = root_of(lake) / "market=HK" / "year=2026"
     stale = folder / ".part-0.parquet.4242.deadbeef.tmp"
     stale.write_bytes(b"PAR1 half a file")
     assert lake.read().num_rows == 3
@@ -596,7 +667,7 @@ def test_object_storage_url_parsed_without_io() -> None:
     assert lake.uri == "s3://my-bucket/lakes/short_interest"
     assert not lake.is_local
     assert lake.partition_path("US", D3) == (
-        "s3://my-bucket/lakes/short_interest/market=US/dt=2026-05-15/part-0.parquet"
+        "s3://my-bucket/lakes/short_interest/market=US/year=2026/part-0.parquet"
     )
     with pytest.raises(InvalidParameterError):
         lake.partition_path("SH", D3)

@@ -1,8 +1,9 @@
 """kill -9 a lake writer at random moments: every file stays readable and a clean re-run converges.
 
 A supervisor subprocess imports the lake once (Airflow takes seconds to import) and, per trial, forks a
-writer that loops upserting varied tables over 20 partitions; the test SIGKILLs the writer after a
-random delay. The supervisor blocks ``import pandas``: the whole write path runs without pandas.
+writer that loops upserting and staging-then-committing varied tables over 4 partitions; the test
+SIGKILLs the writer after a random delay. The supervisor blocks ``import pandas``: the whole write
+path runs without pandas.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import pytest
 TRIALS = 20
 HK = ["HK.00005", "HK.00700", "HK.01299", "HK.09988"]
 US = ["US.AAPL", "US.BRK.B", "US.MSFT", "US.TSLA"]
-DAYS = [dt.date(2026, 3, 2) + dt.timedelta(days=7 * k) for k in range(10)]  # x 2 markets = 20 partitions
+# Ten weeks across a new year: x 2 markets = 4 partitions (2025 and 2026 of HK and US).
+DAYS = [dt.date(2025, 11, 17) + dt.timedelta(days=7 * k) for k in range(10)]
 
 
 def make_rows(symbols: list[str], days: list[dt.date], version: int) -> list[dict[str, Any]]:
@@ -75,7 +77,12 @@ def write_forever(lake_path, seed):
     while True:
         days = rng.sample(DAYS, rng.randint(1, len(DAYS)))
         symbols = rng.sample(HK + US, rng.randint(1, len(HK + US)))
-        lake.upsert(rows_to_table(make_rows(symbols, days, rng.choice([0, 1, 2, 3]))))
+        rows = rows_to_table(make_rows(symbols, days, rng.choice([0, 1, 2, 3])))
+        if rng.random() < 0.5:
+            lake.upsert(rows)
+        else:  # a staged load: a kill may land between staging and the commit, or inside the commit
+            lake.stage(rows, run="crash", name=f"writer-{seed}")
+            lake.commit_staged("crash")
 
 
 print("@@ready", flush=True)
@@ -141,8 +148,10 @@ def check_every_file(root: Path) -> int:
         assert not path.name.startswith("."), path
         table = pq.read_table(path, partitioning=None)
         assert table.schema.equals(lake_schema()), path
-        symbols = table.column("symbol").to_pylist()
-        assert symbols == sorted(set(symbols)), path
+        keys = list(
+            zip(table.column("symbol").to_pylist(), table.column("trade_date").to_pylist(), strict=True)
+        )
+        assert keys == sorted(set(keys)), path
     return sum(1 for path in root.rglob(".*") if path.is_file())
 
 
@@ -171,6 +180,7 @@ def test_sigkill_never_leaves_a_broken_lake(tmp_path: Path, supervisor: subproce
     print(f"{TRIALS} kills in {time.monotonic() - started:.1f} s; {temps_seen} temp file(s) seen")
 
     intended = rows_to_table(make_rows(HK + US, DAYS, 0))
+    lake.commit_staged("crash")  # what a killed writer staged: committed (any version), then overwritten
     lake.upsert(intended)  # one clean re-run
     reference = open_lake(tmp_path / "reference")
     reference.upsert(intended)

@@ -21,6 +21,7 @@ from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.lake import LakeSchemaError, LakeWriteError, arrow, open_lake
 from airflow_provider_shortint.records import rows_to_table
 
+D1 = dt.date(2025, 12, 31)
 D2, D3 = dt.date(2026, 5, 14), dt.date(2026, 5, 15)
 T0 = dt.datetime(2026, 5, 16, tzinfo=dt.UTC)
 
@@ -103,33 +104,33 @@ def test_dates_beyond_year_9999_rejected(tmp_path: Path) -> None:
 
 def test_disk_full_names_lake_and_partitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lake = open_lake(tmp_path / "lake")
-    lake.upsert(table(["HK.00700"], [D2, D3]))
+    lake.upsert(table(["HK.00700"], [D1, D3]))
     before = {p: p.read_bytes() for p in (tmp_path / "lake").rglob("*.parquet")}
     real_fsync = os.fsync
     calls: list[int] = []
 
     def full_disk(fd: int) -> None:
         calls.append(fd)
-        if len(calls) == 3:  # the second partition's file (file, folder, then file again)
+        if len(calls) == 3:  # the second partition's file (file, folder, then the next file)
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(LakeWriteError) as info:
-        lake.upsert(table(["HK.00700"], [D2, D3], price=2.0))
+        lake.upsert(table(["HK.00700"], [D1, D3], price=2.0))
     monkeypatch.undo()
     err = info.value
     assert isinstance(err, OSError) and err.errno == errno.ENOSPC
     assert str(err) == (
-        f"lake {tmp_path / 'lake'}: writing partition market=HK/dt=2026-05-15 failed: "
+        f"lake {tmp_path / 'lake'}: writing partition market=HK/year=2026 failed: "
         "[Errno 28] No space left on device"
     )
     notes = " ".join(err.__notes__)
-    assert "already replaced (each atomically): ['market=HK/dt=2026-05-14']" in notes
-    assert "not written: ['market=HK/dt=2026-05-15']" in notes
-    d3 = tmp_path / "lake/market=HK/dt=2026-05-15/part-0.parquet"
-    assert d3.read_bytes() == before[d3]  # the failed partition kept its old file
-    assert not [p for p in d3.parent.iterdir() if p.name != "part-0.parquet"]  # no temp left
+    assert "already replaced (each atomically): ['market=HK/year=2025']" in notes
+    assert "not written: ['market=HK/year=2026']" in notes
+    new = tmp_path / "lake/market=HK/year=2026/part-0.parquet"
+    assert new.read_bytes() == before[new]  # the failed partition kept its old file
+    assert not [p for p in new.parent.iterdir() if p.name != "part-0.parquet"]  # no temp left
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,9 +162,9 @@ def test_no_path_files_a_non_hk_row_as_us(tmp_path: Path, monkeypatch: pytest.Mo
     sg = dataclasses.replace(markets.US, code="SG")
     monkeypatch.setitem(markets.MARKETS, "SG", sg)
     lake = open_lake(tmp_path / "lake")
-    result = lake.upsert(table(["HK.00700", "SG.D05", "US.AAPL"], [D2, D3]))
+    result = lake.upsert(table(["HK.00700", "SG.D05", "US.AAPL"], [D1, D3]))
     assert result.partitions_written == tuple(
-        f"market={m}/dt={d}" for m in ("HK", "SG", "US") for d in ("2026-05-14", "2026-05-15")
+        f"market={m}/year={y}" for m in ("HK", "SG", "US") for y in (2025, 2026)
     )
     assert result.latest_trade_date == {"HK": "2026-05-15", "SG": "2026-05-15", "US": "2026-05-15"}
     stored = lake.read(["symbol", "market"]).to_pylist()
@@ -173,7 +174,7 @@ def test_no_path_files_a_non_hk_row_as_us(tmp_path: Path, monkeypatch: pytest.Mo
         ("US.AAPL", "US"),
     }
     assert lake.latest_dates(["SG.D05"]) == {"SG.D05": D3}
-    assert lake.partition_path("SG", D3).endswith("market=SG/dt=2026-05-15/part-0.parquet")
+    assert lake.partition_path("SG", D3).endswith("market=SG/year=2026/part-0.parquet")
     monkeypatch.undo()
     with pytest.raises(LakeSchemaError):
         lake.upsert(table(["SG.D05"]))  # unregistered again: refused, not filed as US
@@ -199,20 +200,52 @@ def test_merge_rules_without_a_store() -> None:
     assert prices == {"HK.00005": 1.0, "HK.00700": 5.0, "HK.09988": 5.0}
 
 
-def test_split_dedupes_last_wins_and_groups_by_market_and_day() -> None:
+def test_split_dedupes_last_wins_and_groups_by_market_and_year() -> None:
     import pyarrow as pa
 
-    first, second = table(["US.AAPL", "HK.00700"], [D2, D3]), table(["HK.00700"], [D3], price=9.0)
+    first, second = table(["US.AAPL", "HK.00700"], [D1, D2, D3]), table(["HK.00700"], [D3], price=9.0)
     parts = arrow.split_partitions(pa.concat_tables([first, second]))
-    assert [(m, d) for m, d, _ in parts] == [("HK", D2), ("HK", D3), ("US", D2), ("US", D3)]
-    hk_d3 = parts[1][2]
-    assert hk_d3.num_rows == 1 and hk_d3.column("close_price").to_pylist() == [9.0]
+    assert [(p.market, p.year) for p, _ in parts] == [("HK", 2025), ("HK", 2026), ("US", 2025), ("US", 2026)]
+    hk_2026 = parts[1][1]
+    prices = dict(
+        zip(hk_2026.column("trade_date").to_pylist(), hk_2026.column("close_price").to_pylist(), strict=True)
+    )
+    assert prices == {D2: 1.0, D3: 9.0}
+
+
+def test_merge_joins_and_compares_whole_columns() -> None:
+    """A merge of a year of history with changed, identical, new rows and rows on other dates."""
+    import pyarrow as pa
+
+    stored, _, _ = arrow.merge(None, table([f"HK.{i:05d}" for i in range(1, 200)], [D2, D3]))
+    assert stored is not None
+    incoming = pa.concat_tables(
+        [
+            table(["HK.00005"], [D3], price=5.0),  # changed
+            table(["HK.00006"], [D3]),  # identical
+            table(["HK.00700"], [D3]),  # new symbol
+            table(["HK.00007"], [dt.date(2026, 5, 18)]),  # new date of a stored symbol
+        ]
+    )
+    merged, written, unchanged = arrow.merge(stored, incoming)
+    assert merged is not None and (written, unchanged) == (3, 1)
+    assert merged.num_rows == stored.num_rows + 2
+    keys = list(
+        zip(merged.column("symbol").to_pylist(), merged.column("trade_date").to_pylist(), strict=True)
+    )
+    assert keys == sorted(set(keys))
+    prices = {key: price for key, price in zip(keys, merged.column("close_price").to_pylist(), strict=True)}
+    assert prices[("HK.00005", D3)] == 5.0 and prices[("HK.00005", D2)] == 1.0
+    assert arrow.merge(merged, incoming) == (None, 0, 4)  # all identical now: nothing to write
 
 
 def test_parquet_bytes_are_deterministic_and_checked() -> None:
-    rows = table(["HK.00700", "HK.00005"])
-    data = arrow.to_parquet(arrow.sorted_by_symbol(rows))
-    assert data == arrow.to_parquet(arrow.sorted_by_symbol(rows.take([1, 0])))  # any input order
-    assert arrow.from_parquet(data, "x").equals(arrow.sorted_by_symbol(rows))
+    import pyarrow as pa
+
+    rows = table(["HK.00700", "HK.00005"], [D2, D3])
+    data = arrow.to_parquet(rows)
+    assert data == arrow.to_parquet(rows.take([3, 1, 0, 2]))  # any input order
+    assert data == arrow.to_parquet(pa.concat_tables([rows.slice(2), rows.slice(0, 2)]))  # any chunking
+    assert arrow.from_parquet(data, "x").equals(arrow.sorted_rows(rows))
     with pytest.raises(LakeSchemaError, match="stored file y is not readable Parquet"):
         arrow.from_parquet(b"PAR1 broken", "stored file y")

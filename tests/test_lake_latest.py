@@ -1,9 +1,11 @@
 """latest_dates(symbols) reads a bounded window of partitions, never the whole lake for an absent symbol.
 
-A lake of 120 weekly HK partitions: a symbol the lake lacks costs at most the look-back window
-(LOOKBACK_RECORDS cadences of the market), a symbol whose latest record is weeks old is still found,
-and a symbol older than the window is reported absent, which is safe: re-upserting its history (what
-the operator does for an absent symbol) changes nothing in the lake.
+A lake of 120 weekly HK records (2024-02 to 2026-05: three yearly files): up-to-date symbols cost the
+newest file of their market, and in it only the row groups that can hold them; a symbol the lake lacks
+costs at most the look-back window (LOOKBACK_RECORDS cadences of the market, counted from its newest
+trade date: the 2026 and 2025 files); a symbol whose latest record is weeks old is still found, and a
+symbol older than the window is reported absent, which is safe: re-upserting its history (what the
+operator does for an absent symbol) changes nothing in the lake.
 """
 
 from __future__ import annotations
@@ -45,15 +47,15 @@ def lake(tmp_path: Path) -> ParquetLake:
 
 
 def count_files(lake: ParquetLake, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every data file latest_dates reads, appended as it is read."""
+    """Every data file latest_dates opens, appended as it is opened."""
     read: list[str] = []
-    original = ParquetLake._table
+    original = ParquetLake._with_file
 
-    def spy(self: ParquetLake, rel_files: list[str], columns: list[str], filter: Any = None) -> Any:
-        read.extend(rel_files)
-        return original(self, rel_files, columns, filter)
+    def spy(self: ParquetLake, rel: str, use: Any) -> Any:
+        read.append(rel)
+        return original(self, rel, use)
 
-    monkeypatch.setattr(ParquetLake, "_table", spy)
+    monkeypatch.setattr(ParquetLake, "_with_file", spy)
     return read
 
 
@@ -65,10 +67,8 @@ def test_the_window_is_about_a_year_of_weekly_records() -> None:
 def test_absent_symbol_reads_only_the_window(lake: ParquetLake, monkeypatch: pytest.MonkeyPatch) -> None:
     read = count_files(lake, monkeypatch)
     assert lake.latest_dates(["HK.00700", "HK.99999"]) == {"HK.00700": NEWEST}
-    window = [day for day in DAYS if day >= NEWEST - dt.timedelta(days=7 * LOOKBACK_RECORDS)]
-    assert len(read) == len(set(read)) == len(window) == LOOKBACK_RECORDS + 1
-    assert all(rel.startswith("market=HK/") for rel in read)  # the US partition is not read
-    assert len(read) < WEEKS  # before the fix: every HK partition
+    # The window reaches back to 2025-05-09: the 2026 and 2025 files, not 2024's.
+    assert read == ["market=HK/year=2026/part-0.parquet", "market=HK/year=2025/part-0.parquet"]
 
 
 def test_present_symbols_stop_at_the_newest_partition(
@@ -76,10 +76,32 @@ def test_present_symbols_stop_at_the_newest_partition(
 ) -> None:
     read = count_files(lake, monkeypatch)
     assert lake.latest_dates(["HK.00700", "US.AAPL"]) == {"HK.00700": NEWEST, "US.AAPL": NEWEST}
-    assert sorted(read) == [
-        "market=HK/dt=2026-05-15/part-0.parquet",
-        "market=US/dt=2026-05-15/part-0.parquet",
-    ]
+    assert sorted(read) == ["market=HK/year=2026/part-0.parquet", "market=US/year=2026/part-0.parquet"]
+
+
+def test_one_symbol_reads_one_row_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sensor's question (one symbol) reads the newest file's footer and one row group of it."""
+    import pyarrow.parquet as pq
+
+    from airflow_provider_shortint.lake import arrow
+
+    monkeypatch.setattr(arrow, "ROW_GROUP_ROWS", 10)
+    lake = open_lake(str(tmp_path / "lake"))
+    symbols = [f"HK.{i:05d}" for i in range(1, 51)]
+    lake.upsert(rows_to_table([row for s in symbols for row in rows(s, DAYS[:2])]))  # 100 rows: 10 groups
+    groups: list[int] = []
+    original = pq.ParquetFile.read_row_groups
+
+    def spy(self: Any, row_groups: list[int], *args: Any, **kwargs: Any) -> Any:
+        groups.extend(row_groups)
+        return original(self, row_groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy)
+    assert lake.latest_dates(["HK.00017"]) == {"HK.00017": NEWEST}
+    assert len(groups) == 1
+    groups.clear()
+    assert len(lake.latest_dates(symbols)) == 50
+    assert sorted(groups) == list(range(10))
 
 
 def test_symbol_with_an_old_latest_date_is_found(lake: ParquetLake) -> None:

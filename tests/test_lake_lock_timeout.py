@@ -43,7 +43,7 @@ def test_writer_logs_and_gives_up_on_a_stopped_lock_holder(
 ) -> None:
     lake = open_lake(str(tmp_path / "lake"))
     lake.upsert(table(["HK.00005"]))
-    lock_file = tmp_path / "lake" / "_locks" / "market=HK_dt=2026-05-15.lock"
+    lock_file = tmp_path / "lake" / "_locks" / "market=HK_year=2026.lock"
     assert lock_file.exists()
     child = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -60,12 +60,12 @@ def test_writer_logs_and_gives_up_on_a_stopped_lock_holder(
             lake.upsert(table(["HK.00700"]))
         waits = [r.getMessage() for r in caplog.records if "waiting for the lock" in r.getMessage()]
         assert len(waits) == 1, waits  # logged once, not on every poll
-        assert "market=HK/dt=2026-05-15" in waits[0] and f"pid {child.pid}" in waits[0]
+        assert "market=HK/year=2026" in waits[0] and f"pid {child.pid}" in waits[0]
         error = info.value
         assert isinstance(error, OSError) and isinstance(error, LakeError)
         assert error.errno == errno.ETIMEDOUT
         message = str(error)
-        assert str(tmp_path / "lake") in message and "market=HK/dt=2026-05-15" in message
+        assert str(tmp_path / "lake") in message and "market=HK/year=2026" in message
         assert f"pid {child.pid}" in message and "1 s" in message
         assert "no partition was written" in " ".join(error.__notes__)
         assert lake.read(["symbol"]).column("symbol").to_pylist() == ["HK.00005"]  # readable, unchanged
@@ -79,7 +79,7 @@ def test_writer_logs_and_gives_up_on_a_stopped_lock_holder(
 def test_a_briefly_held_lock_is_waited_for(tmp_path: Path) -> None:
     lake = open_lake(str(tmp_path / "lake"))
     lake.upsert(table(["HK.00005"]))
-    lock_file = tmp_path / "lake" / "_locks" / "market=HK_dt=2026-05-15.lock"
+    lock_file = tmp_path / "lake" / "_locks" / "market=HK_year=2026.lock"
     child = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )

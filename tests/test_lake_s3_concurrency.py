@@ -21,7 +21,7 @@ import pytest
 TRIALS = 10
 WRITERS = 4
 ROUNDS = 3
-DAYS = (dt.date(2026, 5, 13), dt.date(2026, 5, 14), dt.date(2026, 5, 15))  # x 2 markets = 6 partitions
+DAYS = (dt.date(2024, 5, 13), dt.date(2025, 5, 14), dt.date(2026, 5, 15))  # x 2 markets = 6 partitions
 SHARED = ("HK.00700", "US.AAPL")
 
 

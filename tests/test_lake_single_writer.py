@@ -120,14 +120,14 @@ def test_single_writer_round_trip_leaves_no_lease(excl: Any) -> None:
     lake = open_lake("excl://bucket/lake")
     assert lake.write_guard == "single-writer" and not lake.is_local
     result = lake.upsert(table(["HK.00700", "US.AAPL"]))
-    assert result.partitions_written == ("market=HK/dt=2026-05-15", "market=US/dt=2026-05-15")
+    assert result.partitions_written == ("market=HK/year=2026", "market=US/year=2026")
     assert type(excl).creates == 1  # the lease was taken with a create-only write
     assert lake.latest_dates() == {"HK.00700": D3, "US.AAPL": D3}
     assert lake.upsert(table(["HK.00700", "US.AAPL"])).rows_written == 0
     assert not excl.exists(LEASE)
     assert sorted(p.split("/lake/")[1] for p in excl.find("bucket/lake")) == [
-        "market=HK/dt=2026-05-15/part-0.parquet",
-        "market=US/dt=2026-05-15/part-0.parquet",
+        "market=HK/year=2026/part-0.parquet",
+        "market=US/year=2026/part-0.parquet",
     ]
 
 
@@ -151,10 +151,10 @@ def test_second_concurrent_writer_is_refused_before_writing(excl: Any) -> None:
     thread.start()
     try:
         assert inside.wait(30), "the first writer never reached its write"
-        before = excl.cat_file("bucket/lake/market=HK/dt=2026-05-15/part-0.parquet")
+        before = excl.cat_file("bucket/lake/market=HK/year=2026/part-0.parquet")
         with pytest.raises(LakeConcurrencyError) as info:
             second.upsert(table(["HK.09988"], price=2.0))
-        assert excl.cat_file("bucket/lake/market=HK/dt=2026-05-15/part-0.parquet") == before
+        assert excl.cat_file("bucket/lake/market=HK/year=2026/part-0.parquet") == before
     finally:
         release.set()
         thread.join(30)

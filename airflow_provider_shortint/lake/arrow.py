@@ -1,7 +1,10 @@
-"""Pure Arrow functions of the lake: conform a table to the schema, split it into partitions, merge.
+"""Pure Arrow functions of the lake: conform a table to the schema, split it into partitions, merge,
+Parquet bytes out and rows back in.
 
-No store and no I/O here (only Parquet bytes in memory), so every rule can be tested on tables alone.
-No pandas anywhere; pyarrow is imported inside the functions (the DAG processor imports the lake).
+No store here: a stored file arrives as bytes or as a path/file object pyarrow reads, so every rule can
+be tested on tables alone. No pandas, and no Python loop over rows (only over symbols or partitions):
+a yearly partition holds hundreds of thousands of rows. pyarrow is imported inside the functions (the
+DAG processor imports the lake).
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from airflow_provider_shortint.exceptions import (
     LakeSchemaError,
     UnsupportedSecurityError,
 )
-from airflow_provider_shortint.lake.layout import PARTITION_COLUMNS
+from airflow_provider_shortint.lake.layout import (
+    DICTIONARY_COLUMNS,
+    LEGACY_PARTITION_COLUMNS,
+    PARTITION_COLUMNS,
+    ROW_GROUP_ROWS,
+    Partition,
+    partition_of,
+)
 from airflow_provider_shortint.markets import MARKETS
 from airflow_provider_shortint.records import COLUMNS, VALUE_COLUMNS, lake_schema
 from airflow_provider_shortint.symbols import normalize_symbol
@@ -26,6 +36,8 @@ _UTC_NAMES = ("UTC", "utc", "Etc/UTC", "+00:00", "Z")
 _FIRST_DAY = (dt.date.min - dt.date(1970, 1, 1)).days  # date32 reaches years Python's date cannot hold
 _LAST_DAY = (dt.date.max - dt.date(1970, 1, 1)).days
 _EXAMPLES = 3
+#: Columns ``read()`` may add to the lake columns: the hive keys of both layouts.
+READ_EXTRA_COLUMNS = tuple(dict.fromkeys(PARTITION_COLUMNS + LEGACY_PARTITION_COLUMNS))
 
 
 def _castable(source: pa.DataType, target: pa.DataType) -> bool:
@@ -58,8 +70,8 @@ def conform(table: Any, what: str, *, drop_partition_columns: bool = False) -> p
         raise LakeSchemaError(f"{what} must be a pyarrow.Table in lake_schema(), got {type(table).__name__}")
     schema = lake_schema()
     names = list(table.column_names)
-    if drop_partition_columns:
-        names = [name for name in names if name not in PARTITION_COLUMNS]
+    if drop_partition_columns:  # what read() and hive readers add (market, year, dt) is not stored
+        names = [name for name in names if name not in READ_EXTRA_COLUMNS]
     missing = [name for name in COLUMNS if name not in names]
     extra = [name for name in names if name not in COLUMNS]
     duplicated = sorted({name for name in names if names.count(name) > 1})
@@ -157,156 +169,341 @@ def latest_per_market(table: pa.Table) -> dict[str, str]:
     return {market: day.isoformat() for market, day in sorted(pairs)}
 
 
-def values_equal(left: pa.Table, right: pa.Table) -> list[bool]:
-    """Row-wise equality of VALUE_COLUMNS; null equals null and NaN equals NaN."""
+def values_equal(left: pa.Table, right: pa.Table) -> pa.Array:
+    """Row-wise equality of VALUE_COLUMNS (a boolean array); null equals null and NaN equals NaN."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    same = pa.array([True] * left.num_rows, pa.bool_())
+    same: Any = pa.array([True] * left.num_rows, pa.bool_())
     for name in VALUE_COLUMNS:
         a, b = left.column(name), right.column(name)
         equal = pc.fill_null(pc.equal(a, b), False)
-        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
-        equal = pc.or_(equal, both_null)
+        equal = pc.or_(equal, pc.and_(pc.is_null(a), pc.is_null(b)))
         if pa.types.is_floating(a.type):
-            both_nan = pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False)
-            equal = pc.or_(equal, both_nan)
+            equal = pc.or_(equal, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
         same = pc.and_(same, equal)
-    result: list[bool] = same.to_pylist()
+    if isinstance(same, pa.ChunkedArray):
+        same = same.combine_chunks()
+    result: pa.Array = same
     return result
 
 
-def sorted_by_symbol(table: pa.Table) -> pa.Table:
+def sorted_rows(table: pa.Table) -> pa.Table:
+    """``table`` sorted by (symbol, trade_date), in one chunk (so its Parquet bytes are deterministic)."""
     import pyarrow.compute as pc
 
     order = pc.sort_indices(table, sort_keys=[("symbol", "ascending"), ("trade_date", "ascending")])
     return table.take(order).combine_chunks()
 
 
+def _positions(count: int) -> pa.Array:
+    import pyarrow as pa
+
+    return pa.array(range(count), pa.int64())
+
+
+def _without(count: int, positions: pa.Array) -> pa.Array:
+    """A boolean mask of ``count`` rows, False at ``positions``."""
+    import pyarrow.compute as pc
+
+    if len(positions) == 0:
+        import pyarrow as pa
+
+        return pa.array([True] * count, pa.bool_())
+    mask: pa.Array = pc.invert(pc.is_in(_positions(count), value_set=positions))
+    return mask
+
+
 def merge(stored: pa.Table | None, incoming: pa.Table) -> tuple[pa.Table | None, int, int]:
-    """Merge deduplicated ``incoming`` rows into a partition's ``stored`` rows.
+    """Merge deduplicated ``incoming`` rows into a partition's ``stored`` rows, with Arrow joins.
 
-    Returns (table to write or None when nothing changed, rows written, rows unchanged).
-    """
-    import pyarrow as pa
-
-    if stored is None or stored.num_rows == 0:
-        return sorted_by_symbol(incoming), incoming.num_rows, 0
-    stored_keys = list(zip(stored["symbol"].to_pylist(), stored["trade_date"].to_pylist(), strict=True))
-    incoming_keys = list(zip(incoming["symbol"].to_pylist(), incoming["trade_date"].to_pylist(), strict=True))
-    position = {key: index for index, key in enumerate(stored_keys)}
-    matched_in: list[int] = []
-    matched_stored: list[int] = []
-    for index, key in enumerate(incoming_keys):
-        found = position.get(key)
-        if found is not None:
-            matched_in.append(index)
-            matched_stored.append(found)
-    unchanged: set[int] = set()
-    if matched_in:
-        equal = values_equal(incoming.take(_indices(matched_in)), stored.take(_indices(matched_stored)))
-        unchanged = {index for index, same in zip(matched_in, equal, strict=True) if same}
-    changed = [index for index in range(incoming.num_rows) if index not in unchanged]
-    if not changed:
-        return None, 0, len(unchanged)
-    replaced = {incoming_keys[index] for index in changed}
-    kept = [index for index, key in enumerate(stored_keys) if key not in replaced]
-    merged = pa.concat_tables([stored.take(_indices(kept)), incoming.take(_indices(changed))])
-    return sorted_by_symbol(merged), len(changed), len(unchanged)
-
-
-def _indices(positions: list[int]) -> pa.Array:
-    import pyarrow as pa
-
-    return pa.array(positions, pa.int64())
-
-
-def split_partitions(table: pa.Table) -> list[tuple[str, dt.date, pa.Table]]:
-    """Deduplicate on (symbol, trade_date), last row wins; group by (market, trade_date), sorted.
-
-    The market of a row comes from its symbol's prefix through the market registry; a prefix that is
-    not registered raises (no row is ever filed under a default market).
+    Returns (table to write or None when nothing changed, rows written, rows unchanged). Only stored
+    rows on a date and of a symbol the input has can match, so a new trading date appended to a year
+    of history joins nothing; the rest is one hash join on the candidates and vectorised comparisons.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    position = pa.array(range(table.num_rows), pa.int64())
-    indexed = table.append_column("__row", position)
-    last = indexed.group_by(["symbol", "trade_date"], use_threads=False).aggregate([("__row", "max")])
-    rows = table.take(last.column("__row_max"))
-    keyed = rows.append_column("__market", market_column(rows.column("symbol")))
-    order = pc.sort_indices(
-        keyed,
-        sort_keys=[("__market", "ascending"), ("trade_date", "ascending"), ("symbol", "ascending")],
+    if stored is None or stored.num_rows == 0:
+        return sorted_rows(incoming), incoming.num_rows, 0
+    candidates = pc.indices_nonzero(
+        pc.and_(
+            pc.is_in(stored.column("trade_date"), value_set=pc.unique(incoming.column("trade_date"))),
+            pc.is_in(stored.column("symbol"), value_set=pc.unique(incoming.column("symbol"))),
+        )
     )
-    rows = rows.take(order)
-    # Partition boundaries from one group_by over the sorted rows: Python loops per partition, not per row.
+    unchanged_in: pa.Array = pa.array([], pa.int64())
+    replaced: pa.Array = pa.array([], pa.int64())
+    if len(candidates):
+        left = pa.table(
+            {
+                "symbol": incoming.column("symbol"),
+                "trade_date": incoming.column("trade_date"),
+                "__in": _positions(incoming.num_rows),
+            }
+        )
+        right = pa.table(
+            {
+                "symbol": stored.column("symbol").take(candidates),
+                "trade_date": stored.column("trade_date").take(candidates),
+                "__stored": candidates,
+            }
+        )
+        pairs = left.join(right, keys=["symbol", "trade_date"], join_type="inner", use_threads=False)
+        matched_in = pairs.column("__in").combine_chunks()
+        matched_stored = pairs.column("__stored").combine_chunks()
+        equal = values_equal(incoming.take(matched_in), stored.take(matched_stored))
+        unchanged_in = pc.filter(matched_in, equal)
+        replaced = pc.filter(matched_stored, pc.invert(equal))
+    changed = _without(incoming.num_rows, unchanged_in)
+    n_unchanged = len(unchanged_in)
+    n_changed = incoming.num_rows - n_unchanged
+    if n_changed == 0:
+        return None, 0, n_unchanged
+    kept = stored if len(replaced) == 0 else stored.filter(_without(stored.num_rows, replaced))
+    merged = pa.concat_tables([kept, incoming.filter(changed)])
+    return sorted_rows(merged), n_changed, n_unchanged
+
+
+def deduplicated(table: pa.Table) -> pa.Table:
+    """One row per (symbol, trade_date): the last one wins (a later page, a later staged file)."""
+    if table.num_rows < 2:
+        return table
+    indexed = table.append_column("__row", _positions(table.num_rows))
+    last = indexed.group_by(["symbol", "trade_date"], use_threads=False).aggregate([("__row", "max")])
+    if last.num_rows == table.num_rows:
+        return table
+    rows: pa.Table = table.take(last.column("__row_max"))
+    return rows
+
+
+def split_partitions(table: pa.Table) -> list[tuple[Partition, pa.Table]]:
+    """Deduplicate on (symbol, trade_date), last row wins; group by partition (market, year), sorted.
+
+    The market of a row comes from its symbol's prefix through the market registry; a prefix that is
+    not registered raises (no row is ever filed under a default market).
+    """
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = deduplicated(table)
     keys = pa.table(
         {
-            "market": keyed.column("__market").take(order),
-            "trade_date": rows.column("trade_date"),
-            "pos": pa.array(range(rows.num_rows), pa.int64()),
+            "market": market_column(rows.column("symbol")),
+            "year": pc.year(rows.column("trade_date")),
+            "pos": _positions(rows.num_rows),
         }
     )
-    groups = keys.group_by(["market", "trade_date"], use_threads=False).aggregate(
-        [("pos", "min"), ("pos", "count")]
-    )
-    groups = groups.sort_by("pos_min")
-    return [
-        (market, day, rows.slice(start, count))
-        for market, day, start, count in zip(
-            groups.column("market").to_pylist(),
-            groups.column("trade_date").to_pylist(),
-            groups.column("pos_min").to_pylist(),
-            groups.column("pos_count").to_pylist(),
-            strict=True,
-        )
-    ]
+    groups = keys.group_by(["market", "year"], use_threads=False).aggregate([("pos", "list")])
+    parts = []
+    for market, year, positions in zip(
+        groups.column("market").to_pylist(),
+        groups.column("year").to_pylist(),
+        groups.column("pos_list"),
+        strict=True,
+    ):
+        partition = partition_of(market, dt.date(year, 1, 1))
+        parts.append((partition, rows.take(positions.values)))
+    return sorted(parts, key=lambda item: item[0])
 
 
-def to_parquet(table: pa.Table) -> bytes:
-    """Deterministic Parquet bytes: same rows -> same bytes (one row group, zstd, lake schema only)."""
+def to_parquet(table: pa.Table, *, compression_level: int | None = None) -> bytes:
+    """Deterministic Parquet bytes: same rows -> same bytes, whatever their order or chunking.
+
+    Rows sorted by (symbol, trade_date), row groups of ``ROW_GROUP_ROWS`` rows with statistics (a
+    filter on one symbol reads one group per file), zstd, dictionary encoding for the columns with few
+    distinct values, the lake schema and no other metadata.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    rows = sorted_rows(table).replace_schema_metadata(None)
     sink = pa.BufferOutputStream()
     pq.write_table(
-        table.combine_chunks().replace_schema_metadata(None),
+        rows,
         sink,
         compression="zstd",
-        row_group_size=max(1, table.num_rows),
+        compression_level=compression_level,
+        row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=list(DICTIONARY_COLUMNS),
         write_statistics=True,
+        sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
     )
     data: bytes = sink.getvalue().to_pybytes()
     return data
 
 
-def from_parquet(data: bytes, where: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
-    """A stored file's rows in the lake schema (or its ``columns``), else LakeSchemaError naming ``where``."""
+def check_schema(schema: pa.Schema, what: str) -> None:
+    """Refuse a stored file whose schema is not the lake's (names, order-free; lossless types only)."""
+    names = list(schema.names)
+    if sorted(names) != sorted(COLUMNS):
+        missing = [name for name in COLUMNS if name not in names]
+        extra = [name for name in names if name not in COLUMNS]
+        raise LakeSchemaError(
+            f"{what} is not in the lake schema: missing columns {missing}, unexpected columns {extra}"
+        )
+    for field in lake_schema():
+        found = schema.field(field.name).type
+        if not _castable(found, field.type):
+            raise LakeSchemaError(f"{what}: column {field.name!r} is {found}, not {field.type}")
+
+
+def _cast(table: pa.Table, what: str) -> pa.Table:
+    """``table`` (a subset of the lake columns) with each column in its lake type."""
+    import pyarrow as pa
+
+    schema = lake_schema()
+    arrays = []
+    fields = []
+    for name in table.column_names:
+        field = schema.field(name)
+        column = table.column(name)
+        if not column.type.equals(field.type):
+            try:
+                column = column.cast(field.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise LakeSchemaError(f"{what}: column {name!r} does not fit {field.type}: {err}") from err
+        arrays.append(column)
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _groups_with(metadata: Any, symbols: list[str]) -> list[int]:
+    """Row groups whose ``symbol`` statistics admit one of the sorted ``symbols`` (all without stats)."""
+    import bisect
+
+    index = metadata.schema.to_arrow_schema().get_field_index("symbol")
+    groups = []
+    for number in range(metadata.num_row_groups):
+        stats = metadata.row_group(number).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            groups.append(number)
+            continue
+        low, high = stats.min, stats.max
+        if isinstance(low, bytes):
+            low, high = low.decode(), high.decode()
+        at = bisect.bisect_left(symbols, low)
+        if at < len(symbols) and symbols[at] <= high:
+            groups.append(number)
+    return groups
+
+
+def open_parquet(source: Any, where: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` over ``source`` (path, file object or bytes) whose schema is the
+    lake's; only the footer is read. Errors as :func:`rows_from`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.ParquetFile(pa.BufferReader(data)).read()
-    except (pa.ArrowException, OSError) as err:
-        raise LakeSchemaError(f"{where} is not readable Parquet: {err}") from err
-    table = conform(table, where)
-    if filter is not None:
-        table = table.filter(filter)
-    return table if columns is None else table.select(columns)
+        parquet = pq.ParquetFile(
+            pa.BufferReader(source) if isinstance(source, bytes) else source, pre_buffer=True
+        )
+    except (pa.ArrowException, OSError, ValueError) as err:
+        failure = _unreadable(err, where)
+        if failure is err:
+            raise
+        raise failure from err
+    check_schema(parquet.schema_arrow, where)
+    return parquet
+
+
+def rows_from(
+    parquet: Any, where: str, columns: list[str] | None = None, symbols: list[str] | None = None
+) -> pa.Table:
+    """The rows of an open stored file: ``columns`` of them (all: the lake schema), only ``symbols``'
+    rows when given, reading just the row groups whose symbol statistics admit one of them.
+
+    A file that is not readable Parquet raises LakeSchemaError naming ``where``; an OS error (missing,
+    permission, I/O) is raised as it is (it names the path).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = list(COLUMNS) if columns is None else list(columns)
+    try:
+        if symbols is None:
+            table = parquet.read(columns=wanted)
+        else:
+            ordered = sorted(set(symbols))
+            groups = _groups_with(parquet.metadata, ordered)
+            read = wanted if "symbol" in wanted else ["symbol", *wanted]
+            table = parquet.read_row_groups(groups, columns=read) if groups else None
+            if table is None:
+                table = lake_schema().empty_table().select(read)
+            table = table.filter(pc.is_in(table.column("symbol"), value_set=pa.array(ordered, pa.string())))
+            table = table.select(wanted)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        failure = _unreadable(err, where)
+        if failure is err:
+            raise
+        raise failure from err
+    table = _cast(table, where)
+    return conform(table, where) if columns is None else table
+
+
+def read_rows(
+    source: Any, where: str, columns: list[str] | None = None, symbols: list[str] | None = None
+) -> pa.Table:
+    """:func:`rows_from` a stored file given as path, file object or bytes."""
+    return rows_from(open_parquet(source, where), where, columns, symbols)
+
+
+def _unreadable(err: BaseException, where: str) -> BaseException:
+    """What a failed read of a stored file raises: the OS error itself (missing, permission, I/O: it
+    names the path), else LakeSchemaError naming ``where`` (not Parquet, truncated, not our schema)."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err
+    return LakeSchemaError(f"{where} is not readable Parquet: {err}")
+
+
+def newest_in(parquet: Any) -> dt.date | None:
+    """The newest ``trade_date`` an open stored file holds, from its footer (None: no statistics)."""
+    metadata = parquet.metadata
+    index = metadata.schema.to_arrow_schema().get_field_index("trade_date")
+    newest: dt.date | None = None
+    for number in range(metadata.num_row_groups):
+        stats = metadata.row_group(number).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        if newest is None or stats.max > newest:
+            newest = stats.max
+    return newest
+
+
+def from_parquet(data: bytes, where: str) -> pa.Table:
+    """A stored file's bytes as rows in the lake schema, else LakeSchemaError naming ``where``."""
+    return read_rows(data, where)
 
 
 def read_schema() -> pa.Schema:
-    """lake_schema() with the hive partition columns appended."""
+    """lake_schema() with what ``read()`` adds: ``market`` (string), ``year`` (int32), ``dt`` (date32)."""
     import pyarrow as pa
 
-    return lake_schema().append(pa.field("market", pa.string())).append(pa.field("dt", pa.date32()))
+    return (
+        lake_schema()
+        .append(pa.field("market", pa.string()))
+        .append(pa.field("year", pa.int32()))
+        .append(pa.field("dt", pa.date32()))
+    )
 
 
-def with_partition_columns(table: pa.Table, market: str, day: dt.date) -> pa.Table:
-    """``table`` plus constant ``market`` and ``dt`` columns (what hive readers add from the path)."""
+def with_partition_columns(table: pa.Table, market: str, columns: list[str]) -> pa.Table:
+    """``table``'s ``columns``, computing ``market`` (constant), ``year`` and ``dt`` (from trade_date):
+    the values hive readers take from the path."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    rows = table.num_rows
-    table = table.append_column(pa.field("market", pa.string()), pa.array([market] * rows, pa.string()))
-    return table.append_column(pa.field("dt", pa.date32()), pa.array([day] * rows, pa.date32()))
+    arrays = []
+    for name in columns:
+        if name == "market":
+            arrays.append(pa.array([market] * table.num_rows, pa.string()))
+        elif name == "year":
+            arrays.append(pc.year(table.column("trade_date")).cast(pa.int32()))
+        elif name == "dt":
+            arrays.append(table.column("trade_date"))
+        else:
+            arrays.append(table.column(name))
+    schema = read_schema()
+    return pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(name) for name in columns]))

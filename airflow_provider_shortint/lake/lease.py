@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow_provider_shortint.exceptions import LakeConcurrencyError
 from airflow_provider_shortint.lake.layout import LOCK_DIR
-from airflow_provider_shortint.lake.stores.base import CreateOnlyStore, LakeStore, Stored
+from airflow_provider_shortint.lake.stores.base import CreateOnlyStore, LakeStore, Stored, WriteGuard
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,19 @@ def _parse(data: bytes | None) -> _Holder | None:
         return None  # not a lease this code wrote: treated as expired and replaced
 
 
+def refuse_unguarded(store: LakeStore) -> None:
+    """Raise LakeConcurrencyError if ``store`` can keep concurrent writers apart in no way at all."""
+    if store.guard is not WriteGuard.SINGLE_WRITER:
+        return
+    if not isinstance(store, CreateOnlyStore) or not store.can_create:
+        raise LakeConcurrencyError(
+            f"lake {store.uri} is on a store that offers neither conditional nor create-only writes, "
+            "so concurrent writers could silently lose each other's rows: the lake does not write "
+            "there (nothing was written); use S3 (compare-and-swap), a local or NFS directory "
+            "(locks), or gs:// / abfs:// (create-only writer lease)"
+        )
+
+
 class WriterLease:
     """Context manager: hold the lake's single-writer lease for one upsert."""
 
@@ -59,13 +72,8 @@ class WriterLease:
 
     def __enter__(self) -> WriterLease:
         store = self.store
-        if not isinstance(store, CreateOnlyStore) or not store.can_create:
-            raise LakeConcurrencyError(
-                f"lake {store.uri} is on a store that offers neither conditional nor create-only writes, "
-                "so concurrent writers could silently lose each other's rows: the lake does not write "
-                "there (nothing was written); use S3 (compare-and-swap), a local or NFS directory "
-                "(locks), or gs:// / abfs:// (create-only writer lease)"
-            )
+        refuse_unguarded(store)
+        assert isinstance(store, CreateOnlyStore)
         for _ in range(2):  # the second round follows the removal of an expired lease
             try:
                 store.create(LEASE_FILE, self._content())

@@ -7,6 +7,8 @@ A store says through ``guard`` how concurrent writers are kept from losing each 
   else raises :class:`WriteConflict`; the lake re-reads, re-merges and tries again.
 - ``SINGLE_WRITER``: neither; the lake holds a writer lease, taken with a create-only write
   (``CreateOnlyStore``), and refuses a second writer; without create-only writes it refuses to write.
+
+Paths are relative to the lake root, '/'-separated. Nothing here knows the lake's layout.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import enum
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class WriteGuard(enum.Enum):
@@ -38,6 +40,10 @@ class WriteConflict(Exception):
     """A conditional write found another version than the one read (someone replaced the file)."""
 
 
+class StaleRead(Exception):
+    """A file changed between two ranged reads of it: the reader starts that file again."""
+
+
 @runtime_checkable
 class LakeStore(Protocol):
     """What the lake needs from a storage back end."""
@@ -51,20 +57,35 @@ class LakeStore(Protocol):
     def read(self, rel: str) -> Stored:
         """The current bytes and version of one file (never from a cache)."""
 
+    def source(self, rel: str) -> Any:
+        """What pyarrow reads one file from (a path, a ranged file object or bytes), fresh; raises
+        ``FileNotFoundError`` when the file is gone. Ranged sources read only the footer and the
+        column chunks asked for, all of one version of the file (else :class:`StaleRead`)."""
+
     def read_many(self, rels: Sequence[str]) -> Iterator[tuple[str, bytes]]:
-        """Current bytes of data files, for readers; files gone meanwhile are skipped."""
+        """Current bytes of files, for readers; files gone meanwhile are skipped."""
 
     def write(self, rel: str, data: bytes, expected: Stored) -> None:
-        """Replace one file atomically; a COMPARE_AND_SWAP store only if ``expected`` is still current."""
+        """Replace one data file atomically; a COMPARE_AND_SWAP store only if ``expected`` is current."""
+
+    def put(self, rel: str, data: bytes) -> None:
+        """Write a file only this writer writes (a staged file), atomically, without a guard."""
 
     def delete(self, rel: str) -> None:
         """Remove one file (missing is fine)."""
 
-    def list_data_files(self) -> list[str]:
-        """Relative paths of every data file (market=*/dt=*/*.parquet), sorted, never from a cache."""
+    def move(self, rel: str, target: str) -> None:
+        """Move one file to ``target`` (inside the lake); readers see it at one of the two places."""
+
+    def list_files(self, prefix: str = "", hidden: bool = False) -> list[str]:
+        """Every file under ``prefix`` (relative to the root), sorted, never from a cache; without
+        ``hidden``, names starting with '_' or '.' below ``prefix`` are skipped (not descended into)."""
+
+    def prune(self, prefix: str) -> None:
+        """Remove the empty folders under ``prefix`` (stores without folders do nothing)."""
 
     def local_root(self) -> str | None:
-        """The root as a local path when the store is a local directory (readers may map files)."""
+        """The root as a local path when the store is a local directory."""
 
 
 @runtime_checkable
@@ -96,3 +117,8 @@ def read_each(store: LakeStore, rels: Sequence[str]) -> Iterator[tuple[str, byte
         data = store.read(rel).data
         if data is not None:
             yield rel, data
+
+
+def visible(rel: str) -> bool:
+    """Whether no segment of ``rel`` starts with '_' or '.'."""
+    return not any(segment[:1] in ("_", ".") for segment in rel.split("/") if segment)

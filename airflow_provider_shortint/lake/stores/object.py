@@ -3,7 +3,7 @@
 Object stores have no rename and no flock: a changed partition is built in memory and written to its
 final key in one write, so readers see the old object or the new one. This generic store knows no
 precondition its filesystem would honour, so its guard is SINGLE_WRITER (the lake takes a writer
-lease and refuses a second writer); ``s3_store.S3Store`` adds compare-and-swap for S3.
+lease and refuses a second writer); ``stores.s3.S3Store`` does compare-and-swap on S3.
 
 Every read, listing and write bypasses or clears the filesystem's caches: a process that lives for
 days must see files other processes replaced since (s3fs, gcsfs and adlfs cache listings forever).
@@ -15,9 +15,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_shortint.lake.layout import is_data_file
 from airflow_provider_shortint.lake.location import RemoteLocation
-from airflow_provider_shortint.lake.stores.base import Stored, WriteGuard, read_each
+from airflow_provider_shortint.lake.stores.base import Stored, WriteGuard, read_each, visible
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -73,6 +72,12 @@ class ObjectStore:
             return Stored(None)
         return Stored(data)
 
+    def source(self, rel: str) -> bytes:
+        stored = self.read(rel)
+        if stored.data is None:
+            raise FileNotFoundError(rel)
+        return stored.data
+
     def read_many(self, rels: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         return read_each(self, rels)
 
@@ -80,6 +85,20 @@ class ObjectStore:
         path = self._path(rel)
         self.fs.pipe_file(path, data)
         self._forget(path)
+
+    def put(self, rel: str, data: bytes) -> None:
+        self.write(rel, data, Stored(None))
+
+    def move(self, rel: str, target: str) -> None:
+        """Copy, then delete: readers may see both for a moment (the copy's name matches no glob)."""
+        data = self.read(rel).data
+        if data is None:
+            raise FileNotFoundError(rel)
+        self.put(target, data)
+        self.delete(rel)
+
+    def prune(self, prefix: str) -> None:
+        return None  # object stores have no folders to remove
 
     @property
     def can_create(self) -> bool:
@@ -101,18 +120,19 @@ class ObjectStore:
             self.fs.rm_file(path)
         self._forget(path)
 
-    def list_data_files(self) -> list[str]:
-        root = self.root
+    def list_files(self, prefix: str = "", hidden: bool = False) -> list[str]:
+        start = prefix.strip("/")
+        root = self.root if not start else f"{self.root}/{start}"
         self._forget()
         try:
             paths = self.fs.find(root)
         except FileNotFoundError:
             return []
-        prefix = root.lstrip("/") + "/"
+        base = self.root.lstrip("/") + "/"
         rels = (
-            str(path).lstrip("/")[len(prefix) :] for path in paths if str(path).lstrip("/").startswith(prefix)
+            str(path).lstrip("/")[len(base) :] for path in paths if str(path).lstrip("/").startswith(base)
         )
-        return sorted(rel for rel in rels if is_data_file(rel))
+        return sorted(rel for rel in rels if hidden or visible(rel[len(start) :]))
 
     def _forget(self, path: str | None = None) -> None:
         """Drop cached listings (all of them without ``path``): the next call asks the store."""
