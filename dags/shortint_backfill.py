@@ -3,10 +3,13 @@
 Manual DAG (no schedule). The universe is split into chunks; each chunk is one mapped
 ``ShortInterestToParquetOperator`` task (``mode="full"``) in the ``shortint_api`` pool, and every task
 draws from the same request budget (connection extra ``rate_limit_state_dir``; see docs/DAGS.md).
-``summarize`` adds the chunks up and emits one asset event per market that got rows (through an
-AssetAlias, since the lake path is a run parameter), which triggers ``shortint_report`` when it is the
-default lake; a re-run that wrote nothing emits none. ``check_rejected`` then fails the run if the API
-rejected a symbol: the loads only warn, so the rows committed are announced all the same.
+The chunks only *stage* their rows (``staging="{{ run_id }}"``: durable files under the lake's
+``_staging/``, which no reader sees); ``commit`` then writes every partition of the lake once for the
+whole run, whatever the number of chunks, also when a chunk failed (what the others staged is kept).
+``summarize`` adds the chunks and the commit up and emits one asset event per market that got rows
+(through an AssetAlias, since the lake path is a run parameter), which triggers ``shortint_report``
+when it is the default lake; a re-run that wrote nothing emits none. ``check_rejected`` then fails the
+run if the API rejected a symbol: the loads only warn, so the rows committed are announced all the same.
 
 Trigger with e.g.::
 
@@ -79,6 +82,7 @@ def shortint_backfill() -> None:
         task_id="load_full_history",
         lake_path="{{ params.lake_path }}",
         mode="full",
+        staging="{{ run_id }}",  # every chunk stages; `commit` writes each partition once
         shortint_conn_id=conn_id(),
         pool=API_POOL,
         # A rejected symbol is reported by `check_rejected` once; the rest of its chunk is committed anyway,
@@ -86,34 +90,54 @@ def shortint_backfill() -> None:
         on_symbol_error="warn",
     ).expand(symbols=chunks)
 
-    # all_done: a chunk that failed outright does not hide the chunks that were committed.
+    # all_done: a chunk that failed outright does not hold back what the others staged.
+    @task(trigger_rule="all_done")
+    def commit(params: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+        """Write what every chunk staged under this run into the lake, each partition once."""
+        from airflow_provider_shortint.lake import open_lake
+
+        result = open_lake(params["lake_path"]).commit_staged(str(run_id))
+        committed = {
+            "rows_written": result.rows_written,
+            "rows_unchanged": result.rows_unchanged,
+            "rows_written_by_market": result.rows_written_by_market,
+            "partitions_written": list(result.partitions_written),
+            "partitions_unchanged": result.partitions_unchanged,
+            "latest_trade_date": result.latest_trade_date,
+            "conflicts": result.conflicts,
+            "quarantined": list(result.quarantined),
+        }
+        print(f"committed: {committed}")
+        return committed
+
     @task(outlets=[AssetAlias(LAKE_ALIAS)], trigger_rule="all_done")
     def summarize(
-        summaries: list[dict[str, Any]], params: dict[str, Any], outlet_events: Any
+        summaries: list[dict[str, Any]],
+        committed: dict[str, Any] | None,
+        params: dict[str, Any],
+        outlet_events: Any,
     ) -> dict[str, Any]:
-        """Totals over the chunks that finished; one asset event per market that got rows."""
+        """Totals over the chunks that finished and the commit; one asset event per market that got rows."""
         from airflow_provider_shortint.lineage import lake_assets
 
         # One slice fetches every chunk's summary (a chunk that failed pushed none); iterating a mapped
         # XCom would probe one past the end (an "XCom not found" log).
         done = [s for s in summaries[0:] if s]
+        committed = committed or {}
+        by_market: dict[str, int] = dict(committed.get("rows_written_by_market") or {})
         totals: dict[str, Any] = {
             "chunks": len(done),
             "symbols": sum(s.get("symbols", 0) for s in done),
             "requests": sum(s.get("requests", 0) for s in done),
-            "rows_written": sum(s.get("rows_written", 0) for s in done),
-            # A partition that two chunks both wrote counts twice: these are writes, not distinct files.
-            "partition_writes": sum(s.get("partitions_written", 0) for s in done),
-            "rows_written_by_market": {},
-            "latest_trade_date": {},
+            "rows_staged": sum(s.get("rows_staged", 0) for s in done),
+            "rows_written": committed.get("rows_written", 0),
+            "rows_written_by_market": by_market,
+            # Each partition is written once by the commit, whatever the number of chunks.
+            "partitions_written": len(committed.get("partitions_written") or []),
+            "latest_trade_date": dict(committed.get("latest_trade_date") or {}),
             "failed": {},
         }
-        by_market: dict[str, int] = totals["rows_written_by_market"]
         for summary in done:
-            for market, day in (summary.get("latest_trade_date") or {}).items():
-                totals["latest_trade_date"][market] = max(totals["latest_trade_date"].get(market, ""), day)
-            for market, rows in (summary.get("rows_written_by_market") or {}).items():
-                by_market[market] = by_market.get(market, 0) + rows
             totals["failed"].update(summary.get("failed") or {})
         print(f"backfill totals: {totals}")
         for market, asset in lake_assets(params["lake_path"]).items():
@@ -122,7 +146,7 @@ def shortint_backfill() -> None:
                     asset,
                     extra={
                         "rows_written": by_market[market],
-                        "latest_trade_date": totals["latest_trade_date"][market],
+                        "latest_trade_date": totals["latest_trade_date"].get(market),
                     },
                 )
         return totals
@@ -132,8 +156,10 @@ def shortint_backfill() -> None:
         """Fail the run, without retry, if the API rejected a symbol (the others are in the lake)."""
         fail_if_rejected([totals])
 
-    check = check_rejected(summarize(load.output))
-    load >> check  # a chunk that failed fails the run, although `summarize` ran
+    committed = commit()
+    load >> committed
+    check = check_rejected(summarize(load.output, committed))
+    load >> check  # a chunk that failed fails the run, although `commit` and `summarize` ran
 
 
 shortint_backfill()

@@ -33,21 +33,29 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
-    from airflow_provider_shortint.lake import ParquetLake
+    from airflow_provider_shortint.lake import ParquetLake, UpsertResult
 
 MODES = ("incremental", "full")
 SYMBOL_ERROR_POLICIES = ("fail", "warn")
 # Errors that condemn one symbol, not the run: collected, reported once at the end.
 SYMBOL_ERRORS = (InvalidSymbolError, UnsupportedSecurityError, InvalidParameterError)
+#: Default of ``commit_rows``: about 11 MiB of rows in Arrow wait in memory at most before staging.
+COMMIT_ROWS = 100_000
 
 
 class ShortInterestToParquetOperator(BaseOperator):
     """Fetch short interest for ``symbols`` and upsert it into the lake at ``lake_path`` (DESIGN.md §5-§6).
 
     ``mode="incremental"`` asks only for what the lake lacks (one request for an up-to-date symbol);
-    ``mode="full"`` re-reads the whole available history. Symbols are fetched and committed in batches
-    of ``batch_size``, so memory follows the batch and a failure keeps every batch already written.
-    Returns a small summary dict (XCom), never the data.
+    ``mode="full"`` re-reads the whole available history. The lake is written once per run, at the
+    end, each touched partition once. Until then fetched rows wait in memory; every ``batch_size``
+    symbols (or ``commit_rows`` rows) they are *staged*, made durable under the lake's ``_staging/``
+    where no reader sees them, so memory follows the batch and a crash loses at most one batch: the
+    task's next attempt commits what the crashed one staged before it asks the lake what is missing.
+    A run that fails still commits what it fetched before it fails. With ``staging`` the run only
+    stages, under that name, and a later task commits every writer's rows at once
+    (``ParquetLake.commit_staged``, as ``shortint_backfill`` does). Returns a small summary dict
+    (XCom), never the data.
 
     Asset events mean new data: of the lake's market Assets among the outlets (by default both markets
     when ``lake_path`` has no template), only markets that got rows in this run get an event, with
@@ -65,13 +73,17 @@ class ShortInterestToParquetOperator(BaseOperator):
     :param page_size: records per request, 1 to 90 (the REST API's maximum, the default); over an OpenD
         connection it is capped at the SDK's 50.
     :param shortint_conn_id: the Airflow connection of the API.
-    :param batch_size: symbols fetched, then committed, together (memory follows the batch).
+    :param batch_size: symbols fetched between two stagings at most (what a crash can lose).
+    :param commit_rows: rows fetched between two stagings at most (what memory holds, besides one
+        symbol's history).
+    :param staging: a staging run name (templated, e.g. ``"{{ run_id }}"``): stage everything under it
+        and write no partition; ``None`` (default): the run commits its own rows at the end.
     :param on_symbol_error: what a symbol the API rejects (-7, -8, -3) does once the rest is committed:
         ``"fail"`` fails the task naming every rejected symbol; ``"warn"`` logs them and succeeds (they
         are in the summary's ``failed``).
     """
 
-    template_fields: Sequence[str] = ("symbols", "lake_path", "since", "shortint_conn_id")
+    template_fields: Sequence[str] = ("symbols", "lake_path", "since", "shortint_conn_id", "staging")
     ui_color = "#d6eaf8"
     _load_facts: _LoadFacts | None = None  # set by execute, read by the OpenLineage listener
 
@@ -85,6 +97,8 @@ class ShortInterestToParquetOperator(BaseOperator):
         page_size: int = REST_MAX_COUNT,
         shortint_conn_id: str = "shortint_default",
         batch_size: int = 50,
+        commit_rows: int = COMMIT_ROWS,
+        staging: str | None = None,
         on_symbol_error: str = "fail",
         **kwargs: Any,
     ) -> None:
@@ -96,6 +110,9 @@ class ShortInterestToParquetOperator(BaseOperator):
             )
         validate_count(page_size, "page_size", REST_MAX_COUNT)
         positive_int(batch_size, "batch_size")
+        positive_int(commit_rows, "commit_rows")
+        if staging is not None and (not isinstance(staging, str) or not staging.strip()):
+            raise InvalidParameterError(f"staging must be a non-empty string or None, got {staging!r}")
         # Values without Jinja (or an XComArg) are checked now, so a typo fails the DAG import, not a run.
         if _is_literal(symbols):
             parse_symbols(_literal_list(symbols))
@@ -111,6 +128,8 @@ class ShortInterestToParquetOperator(BaseOperator):
         self.page_size = page_size
         self.shortint_conn_id = shortint_conn_id
         self.batch_size = batch_size
+        self.commit_rows = commit_rows
+        self.staging = staging
         self.on_symbol_error = on_symbol_error
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -127,8 +146,9 @@ class ShortInterestToParquetOperator(BaseOperator):
         hook.load_settings()
         _ = hook.rate_limiter
         totals = _Totals(rows_written=dict.fromkeys(sorted({market_of(s) for s in symbols}), 0))
+        writer = _Writer(lake, totals, self.staging, _run_names(context, self.task_id))
         try:
-            self._run(hook, lake, symbols, since, totals)
+            self._run(hook, writer, symbols, since, totals)
         finally:
             # Also after a failure: lineage then reports the batches that were committed.
             self._load_facts = totals.facts(_api_source(hook, self.shortint_conn_id), self.lake_path)
@@ -149,47 +169,46 @@ class ShortInterestToParquetOperator(BaseOperator):
     def _run(
         self,
         hook: ShortInterestBaseHook,
-        lake: ParquetLake,
+        writer: _Writer,
         symbols: list[str],
         since: dt.date | None,
         totals: _Totals,
     ) -> None:
-        stored = lake.latest_dates(symbols) if self.mode == "incremental" else {}
+        writer.resume()  # what a crashed attempt staged is committed before the lake is asked
+        stored = writer.lake.latest_dates(symbols) if self.mode == "incremental" else {}
         for symbol, day in stored.items():
             totals.see_date(market_of(symbol), day.isoformat())
         started = time.monotonic()
-        for start in range(0, len(symbols), self.batch_size):
-            tables: list[pa.Table] = []
-            try:
-                for offset, symbol in enumerate(symbols[start : start + self.batch_size], start=start + 1):
-                    before = hook.requests_made
-                    try:
-                        table = self._fetch(hook, symbol, _later(since, stored.get(symbol)))
-                    except SYMBOL_ERRORS as err:
-                        if err.symbol != symbol:  # not about this symbol (the connection, the run): fail
-                            raise
-                        reason = err.message.removeprefix(f"{symbol}: ")
-                        totals.failed[symbol] = f"{err.error_code}: {reason}"
-                        self.log.warning(
-                            "[%d/%d] %s: rejected (%s)", offset, len(symbols), symbol, err.message
-                        )
-                        continue
-                    finally:
-                        totals.requests += hook.requests_made - before
-                    tables.append(table)
-                    totals.rows_fetched += table.num_rows
-                    self.log.info(
-                        "[%d/%d] %s: %d row(s), %d request(s) · ETA %s",
-                        offset,
-                        len(symbols),
-                        symbol,
-                        table.num_rows,
-                        hook.requests_made - before,
-                        _eta(started, offset, len(symbols)),
-                    )
-            finally:
-                # Commit what this batch fetched even when a symbol failed hard: a retry resumes from here.
-                self._commit(lake, tables, totals)
+        try:
+            for offset, symbol in enumerate(symbols, start=1):
+                before = hook.requests_made
+                try:
+                    table = self._fetch(hook, symbol, _later(since, stored.get(symbol)))
+                except SYMBOL_ERRORS as err:
+                    if err.symbol != symbol:  # not about this symbol (the connection, the run): fail
+                        raise
+                    reason = err.message.removeprefix(f"{symbol}: ")
+                    totals.failed[symbol] = f"{err.error_code}: {reason}"
+                    self.log.warning("[%d/%d] %s: rejected (%s)", offset, len(symbols), symbol, err.message)
+                    continue
+                finally:
+                    totals.requests += hook.requests_made - before
+                totals.rows_fetched += table.num_rows
+                self.log.info(
+                    "[%d/%d] %s: %d row(s), %d request(s) · ETA %s",
+                    offset,
+                    len(symbols),
+                    symbol,
+                    table.num_rows,
+                    hook.requests_made - before,
+                    _eta(started, offset, len(symbols)),
+                )
+                writer.add(table)
+                if writer.symbols >= self.batch_size or writer.rows >= self.commit_rows:
+                    writer.stage()
+        finally:
+            # Also after a failure: what was fetched is committed (or staged), a retry resumes from it.
+            writer.finish()
 
     def _fetch(self, hook: ShortInterestBaseHook, symbol: str, bound: dt.date | None) -> pa.Table:
         """Rows of ``symbol`` newer than ``bound``, asking for no page beyond the bound."""
@@ -200,24 +219,6 @@ class ShortInterestToParquetOperator(BaseOperator):
             gap_days = max((dt.datetime.now(dt.UTC).date() - bound).days, 0)
             first = min(size, math.ceil(gap_days / MARKETS[market_of(symbol)].cadence_days) + 2)
         return hook.get_history(symbol, since=bound, page_size=size, first_page_size=first)
-
-    def _commit(self, lake: ParquetLake, tables: list[pa.Table], totals: _Totals) -> None:
-        """Upsert one batch, market by market so the asset events can say how many rows each got."""
-        import pyarrow.compute as pc
-
-        from airflow_provider_shortint.lake.arrow import market_column
-        from airflow_provider_shortint.records import concat_tables
-
-        table = concat_tables(tables)
-        if table.num_rows == 0:
-            return
-        markets = market_column(table.column("symbol"))
-        for market in sorted(pc.unique(markets).to_pylist()):
-            result = lake.upsert(table.filter(pc.equal(markets, market)))
-            totals.rows_written[market] = totals.rows_written.get(market, 0) + result.rows_written
-            totals.partitions.update(result.partitions_written)
-            for name, day in result.latest_trade_date.items():
-                totals.see_date(name, day)
 
     def _announce(self, context: Context, summary: dict[str, Any]) -> None:
         """Asset events only for the markets that got rows, with rows written and the latest trade date."""
@@ -259,6 +260,91 @@ class ShortInterestToParquetOperator(BaseOperator):
         )
 
 
+class _Writer:
+    """Where a run's fetched rows go: memory, then the lake's staging area, then the lake, once.
+
+    Without a shared ``staging`` run, the writer stages under a name of its own (derived from the task
+    instance, so the task's next attempt finds it) only when a batch fills before the run ends, and
+    commits at the end: each partition is written once per run. With ``staging`` it only stages.
+    """
+
+    def __init__(
+        self, lake: ParquetLake, totals: _Totals, staging: str | None, names: tuple[str, str]
+    ) -> None:
+        self.lake = lake
+        self.totals = totals
+        self.shared = staging
+        self.run, self.prefix = (staging, names[1]) if staging else (names[0], "batch")
+        self.tables: list[pa.Table] = []
+        self.symbols = 0
+        self.rows = 0
+        self.batches = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.tables.append(table)
+        self.symbols += 1
+        self.rows += table.num_rows
+
+    def resume(self) -> None:
+        """Commit what an earlier attempt of this task staged under its own name (none with ``staging``)."""
+        if self.shared is None:
+            self.count(self.lake.commit_staged(self.run))
+
+    def stage(self) -> None:
+        """Make the rows waiting in memory durable under the staging run, and forget them."""
+        from airflow_provider_shortint.records import concat_tables
+
+        table = concat_tables(self.tables)
+        if table.num_rows:
+            self.totals.rows_staged += self.lake.stage(
+                table, self.run, f"{self.prefix}.{self.batches:05d}"
+            ).rows
+            self.batches += 1
+        self.tables, self.symbols, self.rows = [], 0, 0
+
+    def finish(self) -> None:
+        """The end of the run: commit (directly when nothing was staged), or only stage with ``staging``."""
+        from airflow_provider_shortint.records import concat_tables
+
+        if self.shared is not None or self.batches:
+            self.stage()
+            if self.shared is None:
+                self.count(self.lake.commit_staged(self.run))
+            return
+        table = concat_tables(self.tables)
+        self.tables, self.symbols, self.rows = [], 0, 0
+        if table.num_rows:
+            self.count(self.lake.upsert(table))
+
+    def count(self, result: UpsertResult) -> None:
+        totals = self.totals
+        for market, rows in result.rows_written_by_market.items():
+            totals.rows_written[market] = totals.rows_written.get(market, 0) + rows
+        totals.partitions.update(result.partitions_written)
+        totals.quarantined.extend(result.quarantined)
+        for name, day in result.latest_trade_date.items():
+            totals.see_date(name, day)
+
+
+def _run_names(context: Any, task_id: str) -> tuple[str, str]:
+    """(the task's own staging run, the name of its files in a shared run), stable across attempts.
+
+    From the task instance (DAG, run, task, map index); outside a DAG run (no task instance) a name of
+    its own, which a later call never resumes.
+    """
+    ti = context.get("ti") if isinstance(context, dict) else None
+    dag_id, run_id = getattr(ti, "dag_id", None), getattr(ti, "run_id", None)
+    if not dag_id or not run_id:
+        import uuid
+
+        unique = uuid.uuid4().hex[:12]
+        return f"{task_id}.{unique}", f"{task_id}.{unique}"
+    index = getattr(ti, "map_index", -1)
+    index = -1 if not isinstance(index, int) else index
+    mapped = f"{task_id}.{index:05d}" if index >= 0 else task_id
+    return f"{dag_id}.{run_id}.{mapped}", mapped
+
+
 @dataclass(frozen=True)
 class _LoadFacts:
     """What lineage needs from a run: counts per market, never rows."""
@@ -276,10 +362,12 @@ class _Totals:
 
     requests: int = 0
     rows_fetched: int = 0
+    rows_staged: int = 0  # rows made durable under _staging/ (committed by this run, or later)
     rows_written: dict[str, int] = field(default_factory=dict)  # market -> rows new or changed
-    partitions: set[str] = field(default_factory=set)  # "market=HK/dt=..." written
+    partitions: set[str] = field(default_factory=set)  # "market=HK/year=2026" written
     latest_trade_date: dict[str, str] = field(default_factory=dict)  # market -> newest ISO date
     failed: dict[str, str] = field(default_factory=dict)  # symbol -> why the API rejected it
+    quarantined: list[str] = field(default_factory=list)  # files the lake did not write, moved away
 
     def facts(self, source: str | None, lake_path: str) -> _LoadFacts:
         files: dict[str, int] = {}
@@ -298,11 +386,13 @@ class _Totals:
             "symbols": symbols,
             "requests": self.requests,
             "rows_fetched": self.rows_fetched,
+            "rows_staged": self.rows_staged,
             "rows_written": sum(self.rows_written.values()),
             "rows_written_by_market": dict(sorted(self.rows_written.items())),
             "partitions_written": len(self.partitions),
             "latest_trade_date": dict(sorted(self.latest_trade_date.items())),
             "failed": self.failed,
+            "quarantined": sorted(self.quarantined),
         }
 
 
