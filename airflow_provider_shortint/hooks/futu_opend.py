@@ -32,8 +32,13 @@ class FutuOpenDHook(ShortInterestBaseHook):
 
     # -- connection ---------------------------------------------------------------------------------------
 
+    def connection_name(self) -> str:
+        """How messages name the connection: "this connection" while :meth:`test_connection` probes (Airflow
+        tests a form under a temporary id nobody knows), else "connection 'id'"."""
+        return "this connection" if self._probing else f"connection {self.futu_opend_conn_id!r}"
+
     def read_settings(self, conn: Any) -> FutuOpenDSettings:
-        return FutuOpenDSettings.from_connection(conn)
+        return FutuOpenDSettings.from_connection(conn, label=self.connection_name())
 
     @property
     def settings(self) -> FutuOpenDSettings:
@@ -45,7 +50,7 @@ class FutuOpenDHook(ShortInterestBaseHook):
         if self._transport is None:
             from airflow_provider_shortint.transports.opend.transport import OpenDTransport
 
-            self._transport = OpenDTransport(self.settings)
+            self._transport = OpenDTransport(self.settings, label=self.connection_name)
         return self._transport
 
     def get_conn(self) -> Any:
@@ -53,7 +58,7 @@ class FutuOpenDHook(ShortInterestBaseHook):
         return self.transport.context()
 
     def close(self) -> None:
-        """Close the context: its socket and the SDK's threads are gone when this returns."""
+        """Close the context: its sockets and the threads started for it are gone when this returns."""
         if self._transport is not None:
             self._transport.close()
 

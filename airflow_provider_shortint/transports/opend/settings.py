@@ -24,8 +24,9 @@ from airflow_provider_shortint.transports.settings import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11111
-#: futu-api gives up on an unanswered request after 20 s whatever it is told (ReqInfo.wait).
-SDK_MAX_TIMEOUT = 20.0
+#: futu-api ends a request left unanswered for 12 s whatever it is told (its query-timeout tick): the
+#: provider's own bound (the relay's, docs/OPEND.md "Bounds") can only be shorter.
+SDK_MAX_TIMEOUT = 12.0
 #: The SDK's page range (Qot_GetShortInterest: num 1..50).
 OPEND_MAX_COUNT = 50
 
@@ -57,7 +58,8 @@ class FutuOpenDSettings(TransportSettings):
         number(0, SDK_MAX_TIMEOUT),
         rule=f"a number of seconds above 0 and at most {SDK_MAX_TIMEOUT:g} (futu-api's own ceiling)",
         label="Timeout (s)",
-        description="Longest wait for OpenD's answer to one request (default 12, at most 20).",
+        description="Longest wait to connect (name, TCP, InitConnect) and for OpenD's answer to one "
+        "request (default 12, at most 12).",
         schema={"type": "number", "exclusiveMinimum": 0, "maximum": SDK_MAX_TIMEOUT},
         placeholder="12",
     )
@@ -87,19 +89,20 @@ class FutuOpenDSettings(TransportSettings):
     )
 
     @classmethod
-    def from_connection(cls, conn: Any) -> FutuOpenDSettings:
-        """Host (default 127.0.0.1), port (default 11111) and extras of a ``futu_opend`` connection."""
-        name = getattr(conn, "conn_id", None)
+    def from_connection(cls, conn: Any, label: str | None = None) -> FutuOpenDSettings:
+        """Host (default 127.0.0.1), port (default 11111) and extras of a ``futu_opend`` connection;
+        ``label`` names it in messages (default "connection 'id'")."""
+        name = label or f"connection {getattr(conn, 'conn_id', None)!r}"
         host = conn.host.strip() if isinstance(conn.host, str) else ""
         if "@" in host:  # user info may hold a password: never echo what precedes the last "@"
             raise invalid(
-                f"connection {name!r} host {shown('***@' + host.rpartition('@')[2], 80)} must not "
+                f"{name} host {shown('***@' + host.rpartition('@')[2], 80)} must not "
                 "carry a user name or password (OpenD takes none): give only the gateway's host name "
                 "or address"
             )
         if "://" in host or "/" in host or " " in host:
             raise invalid(
-                f"connection {name!r} host {shown(host, 80)} must be a bare host name or address "
+                f"{name} host {shown(host, 80)} must be a bare host name or address "
                 "of the OpenD gateway (e.g. 127.0.0.1), without scheme or path"
             )
         port = DEFAULT_PORT
@@ -107,13 +110,11 @@ class FutuOpenDSettings(TransportSettings):
             try:
                 port = integer(1, 65535)(conn.port)
             except (TypeError, ValueError):
-                raise invalid(
-                    f"connection {name!r} port must be 1 to 65535, got {shown(conn.port, 20)}"
-                ) from None
+                raise invalid(f"{name} port must be 1 to 65535, got {shown(conn.port, 20)}") from None
         settings = cls(host=host or DEFAULT_HOST, port=port, **cls.read_extras(conn))
         if settings.is_encrypt and not settings.rsa_private_key:
             raise invalid(
-                f"connection {name!r} sets is_encrypt but no rsa_private_key: give the path of the RSA "
+                f"{name} sets is_encrypt but no rsa_private_key: give the path of the RSA "
                 "private key file configured in OpenD"
             )
         return settings
