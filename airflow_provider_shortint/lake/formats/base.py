@@ -45,8 +45,15 @@ MAX_COMMIT_ATTEMPTS = 12
 CONFLICT_BACKOFF = (0.05, 2.0)
 #: The column a table holds beside the lake columns: the market of the row's symbol (partition column).
 MARKET_COLUMN = "market"
-#: Order of the rows ``read()`` returns (the Parquet lake's: market, then date, then symbol).
-READ_ORDER = (("market", "ascending"), ("trade_date", "ascending"), ("symbol", "ascending"))
+#: Order of the rows ``read()`` returns: the Parquet lake's (market, year, symbol, trade_date).
+READ_ORDER = (
+    ("market", "ascending"),
+    ("year", "ascending"),
+    ("symbol", "ascending"),
+    ("trade_date", "ascending"),
+)
+#: Columns ``read()`` adds only on request, as ``ParquetLake.read`` does (``dt`` equals trade_date).
+ON_REQUEST = ("dt",)
 #: Old versions kept by maintenance unless told otherwise: readers and time travel within a week keep working.
 DEFAULT_RETENTION = dt.timedelta(days=7)
 _EXTRA_HINT = 'pip install "airflow-provider-shortint[{extra}]"'
@@ -193,7 +200,7 @@ class TableLake(abc.ABC):
             return UpsertResult(0, 0, (), 0, {})
         arrow.check_rows(rows)
         latest = arrow.latest_per_market(rows)
-        incoming = with_market(deduplicated(rows))
+        incoming = with_market(arrow.deduplicated(rows))
         markets = sorted(set(incoming.column(MARKET_COLUMN).to_pylist()))
         symbols = sorted(set(incoming.column("symbol").to_pylist()))
         dates = _date_range(incoming)
@@ -272,8 +279,8 @@ class TableLake(abc.ABC):
         if state is None:
             return schema.empty_table().select(wanted)
         rows = self._conformed(self._scan(state, [*COLUMNS, MARKET_COLUMN]), "the table's rows")
-        rows = rows.take(pc.sort_indices(rows, sort_keys=list(READ_ORDER)))
-        return read_columns(rows, wanted)
+        keyed = read_columns(rows, list(dict.fromkeys([*(name for name, _ in READ_ORDER), *wanted])))
+        return keyed.take(pc.sort_indices(keyed, sort_keys=list(READ_ORDER))).select(wanted)
 
     def latest_dates(self, symbols: Iterable[str] | None = None) -> dict[str, dt.date]:
         """Newest stored trade_date per symbol (all symbols when ``symbols`` is None); symbols the table
@@ -323,26 +330,12 @@ def with_market(rows: pa.Table) -> pa.Table:
     return rows.append_column(table_schema().field(MARKET_COLUMN), market)
 
 
-def deduplicated(rows: pa.Table) -> pa.Table:
-    """``rows`` with one row per (symbol, trade_date): the last one of each key."""
-    import pyarrow as pa
-
-    indexed = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
-    last = indexed.group_by(["symbol", "trade_date"], use_threads=False).aggregate([("__row", "max")])
-    if last.num_rows == rows.num_rows:
-        return rows
-    import pyarrow.compute as pc
-
-    keep = last.column("__row_max").combine_chunks()
-    return rows.take(pc.take(keep, pc.array_sort_indices(keep)))
-
-
 def deduplicated_keep_newest(rows: pa.Table) -> pa.Table:
     """``rows`` with one row per (symbol, trade_date): the one with the newest ingested_at."""
     import pyarrow.compute as pc
 
     order = pc.sort_indices(rows, sort_keys=[("ingested_at", "ascending")])
-    return deduplicated(rows.take(order))
+    return arrow.deduplicated(rows.take(order))
 
 
 def duplicate_keys(keys: pa.Table) -> pa.Table:
@@ -444,7 +437,7 @@ def _market_of(symbol: str) -> str | None:
 
 def _wanted_columns(columns: list[str] | None, schema: pa.Schema) -> list[str]:
     if columns is None:
-        return list(schema.names)
+        return [name for name in schema.names if name not in ON_REQUEST]
     if isinstance(columns, str) or not isinstance(columns, Iterable):
         raise InvalidParameterError("columns must be a list of column names")
     wanted = list(columns)
