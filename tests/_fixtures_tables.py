@@ -1,9 +1,8 @@
 """Table formats (Delta, Iceberg) under test: sample rows, a table of each format, writer processes.
 
 Writer processes come from a forkserver: a clean process (started like a spawn child) that imports
-pyarrow and the lake once and forks the workers. Neither it nor the test process forks after using
-delta-rs (which deadlocks a child forked after its runtime started): the workers import deltalake and
-pyiceberg themselves.
+pyarrow, the lake and pyiceberg once and forks the workers. Neither it nor the test process forks after
+using delta-rs (a child forked after its runtime started deadlocks): each worker imports deltalake itself.
 """
 
 from __future__ import annotations
@@ -167,7 +166,9 @@ def overlapping_writer(target: TableTarget, worker: int, trial: int, env: dict[s
 def writer_pool() -> Iterator[Any]:
     """``WRITERS`` processes from a forkserver, meeting at a barrier before each commit."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["pyarrow", "pyarrow.compute", "airflow_provider_shortint.lake", __name__])
+    # pyiceberg (and SQLAlchemy) import once here; deltalake is not preloaded: its import starts a thread.
+    preload = ["pyarrow", "pyarrow.compute", "airflow_provider_shortint.lake", "pyiceberg.catalog.sql"]
+    ctx.set_forkserver_preload([*preload, "pyiceberg.table", __name__])
     barrier = ctx.Barrier(WRITERS)
     with ctx.Pool(WRITERS, initializer=_init_writer, initargs=(barrier,)) as pool:
         yield pool
