@@ -423,3 +423,67 @@ def test_importing_the_formats_imports_neither_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------
+# The commit bound: another writer commits between this writer's read and its commit
+# ------------------------------------------------------------------------------------------------
+
+
+def _interleaved(table: Any, other: Any, times: int) -> list[float]:
+    """After each of this table's next ``times`` reads of stored rows, ``other`` commits a change to the
+    same keys (a real commit by a second writer); returns the waits the upsert asked for (not slept)."""
+    original, waits, done = table._scan, [], []
+
+    def scan_then_interfere(state: Any, columns: list[str], **filters: Any) -> Any:
+        rows = original(state, columns, **filters)
+        if filters.get("dates") is not None and len(done) < times:
+            done.append(1)
+            other.upsert(make_table(HK, [D1], version=100 + len(done), at=T1))
+        return rows
+
+    table._scan = scan_then_interfere
+    table._sleep = waits.append
+    return waits
+
+
+def test_a_commit_beaten_by_another_writer_is_reread_and_retried(target: TableTarget) -> None:
+    table, other = target.open(), target.open()
+    table.upsert(make_table(HK, [D1]))
+    waits = _interleaved(table, other, times=2)
+    result = table.upsert(make_table(HK, [D1], version=7))
+    assert (result.conflicts, result.rows_written) == (2, 3) and len(waits) == 2
+    assert all(0 < wait <= 2.0 for wait in waits)
+    stored = {r["symbol"]: r["close_price"] for r in table.read().to_pylist()}
+    assert stored == {s: make_row(s, D1, 7)["close_price"] for s in HK}  # ours, committed on top of theirs
+    assert len(keys_of(table.read())) == 3
+
+
+def test_past_the_commit_bound_a_clear_error_and_nothing_half_written(target: TableTarget) -> None:
+    from airflow_provider_shortint.exceptions import LakeConflictError
+
+    table, other = target.open(), target.open()
+    table.upsert(make_table(HK, [D1]))
+    table.max_commit_attempts = 3
+    waits = _interleaved(table, other, times=10)
+    with pytest.raises(LakeConflictError, match="3 attempts"):
+        table.upsert(make_table(HK, [D1], version=7))
+    assert len(waits) == 2  # no wait after the last attempt
+    stored = {r["symbol"]: r["close_price"] for r in table.read().to_pylist()}
+    assert stored == {s: make_row(s, D1, 103)["close_price"] for s in HK}  # the other writer's last commit
+
+
+def test_pyicebergs_blind_retry_is_switched_off_on_an_existing_table(tmp_path: Path) -> None:
+    target = local_target("iceberg", tmp_path)
+    table = target.open()
+    table.upsert(make_table(HK, [D1]))
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    folder = target.options["warehouse"]
+    catalog = SqlCatalog("shortint", uri=f"sqlite:///{folder}/catalog.db", warehouse=f"file://{folder}")
+    raw = catalog.load_table(target.path)
+    with raw.transaction() as transaction:  # someone switches pyiceberg's retry back on
+        transaction.set_properties({"commit.retry.num-retries": "4"})
+    assert catalog.load_table(target.path).properties["commit.retry.num-retries"] == "4"
+    target.open().upsert(make_table(HK, [D2]))
+    assert catalog.load_table(target.path).properties["commit.retry.num-retries"] == "0"
