@@ -2,7 +2,7 @@
 checked) as the futu-api client speaks it, on the same contract, gate, budget and faults as REST.
 
 Served: InitConnect (1001, unencrypted only), GetGlobalState (1002), KeepAlive (1004) and
-Qot_GetShortInterest (3249). Replies are built with the SDK's own ``_pb2`` modules and ``_joint_head``.
+Qot_GetShortInterest (3249). Replies are built with the SDK's own ``_pb2`` modules and header layout.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The OpenD wire: a threaded TCP server of "FT" frames (44-byte header with proto id, format, serial,
-body length and SHA-1, then the body), one ``Session`` per client connection, replies framed by the SDK."""
+body length and SHA-1, then the body), one ``Session`` per client connection, replies framed in the SDK's
+own header layout (``futu.common.constant.MESSAGE_HEAD_FMT``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import hashlib
 import socket
 import socketserver
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -43,28 +45,52 @@ class Dispatcher(Protocol):
     def serve(self, session: Session, frame: Frame) -> None: ...
 
 
+def frame(
+    sdk: ModuleType,
+    proto_id: int,
+    fmt: int,
+    serial: int,
+    body: bytes,
+    *,
+    declared: int | None = None,
+    sha1: bytes | None = None,
+) -> bytes:
+    """One frame as futu-api lays it out (its ``MESSAGE_HEAD_FMT``: "FT", proto id, format, API version,
+    serial, body length, SHA-1 of the body, 8 reserved bytes), then the body.
+
+    ``declared`` and ``sha1`` replace the true length and checksum (a test gateway that lies).
+    """
+    constant = sdk.constant
+    head = struct.pack(
+        constant.MESSAGE_HEAD_FMT,
+        b"F",
+        b"T",
+        proto_id,
+        fmt,
+        constant.API_PROTO_VER,
+        serial,
+        len(body) if declared is None else declared,
+        hashlib.sha1(body).digest() if sha1 is None else sha1,
+        bytes(8),
+    )
+    return head + body
+
+
 def encode(sdk: ModuleType, request: Frame, response: Any, *, corrupt: bool = False) -> bytes:
-    """A Response framed by the SDK's ``_joint_head`` in the request's format, proto id and serial number.
+    """A Response framed in the request's format, proto id and serial number (never encrypted).
 
     ``corrupt`` flips the body's bytes so that the header's SHA-1 no longer matches.
     """
     if request.fmt == sdk.constant.ProtoFMT.Json:
         from google.protobuf.json_format import MessageToJson
 
-        body: Any = MessageToJson(response).encode()
-        size = len(body)
+        body = MessageToJson(response).encode()
     else:
-        body, size = response, response.ByteSize()
-    ret, message, data = sdk.utils._joint_head(
-        request.proto_id, request.fmt, size, body, 0, request.serial, False
-    )
-    if ret != 0:
-        raise RuntimeError(f"cannot frame the reply: {message}")
-    raw = bytes(data)
+        body = response.SerializeToString()
+    sha1 = hashlib.sha1(body).digest()
     if corrupt:
-        head_len = sdk.utils.get_message_head_len()
-        raw = raw[:head_len] + bytes(b ^ 0x5A for b in raw[head_len:])
-    return raw
+        body = bytes(b ^ 0x5A for b in body)
+    return frame(sdk, request.proto_id, request.fmt, request.serial, body, sha1=sha1)
 
 
 def decode(sdk: ModuleType, module: Any, frame: Frame) -> Any:
