@@ -1,8 +1,11 @@
-"""A real redis-server on a free 127.0.0.1 port (no fake Redis), and an Airflow connection to it.
+"""A real redis-server on a free 127.0.0.1 port (no fake Redis), one per test session, and connections to it.
 
 The binary is $REDIS_SERVER, else ``redis-server`` on PATH (Debian's ``redis-server`` package, which
-``make test`` installs when missing), else /usr/sbin or /usr/local/bin. Without one the Redis tests skip
-with the reason, except under CI (``CI`` set), where they fail: CI must not pass by skipping them.
+``make test`` installs when missing), else /usr/sbin, /usr/bin or /usr/local/bin. Without one the Redis
+tests fail with the reason: a broken environment must not pass by skipping them.
+
+Tests share the server and stay apart by their budget's key (a name of their own) or a database of their
+own; a test that changes the server (its config, a stop, a restart) puts it back as it found it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+from tests._helpers import wait_until
 
 
 def redis_server_binary() -> str | None:
@@ -37,7 +42,8 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process on 127.0.0.1, with no persistence; can be stopped and started again."""
+    """One redis-server process on 127.0.0.1 with no automatic persistence; can be stopped and started
+    again on the same port (it then loads ``dump.rdb`` from its folder if a test saved one)."""
 
     def __init__(self, binary: str, port: int) -> None:
         self.binary = binary
@@ -47,6 +53,8 @@ class RedisServer:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the server and wait (bounded) until it answers PING."""
+        import redis
+
         self.proc = subprocess.Popen(
             [
                 *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
@@ -55,56 +63,54 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        import redis
-
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=1)
-        deadline = time.monotonic() + timeout
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
             try:
-                if client.ping():
-                    client.close()
-                    return
+                return bool(client.ping())
             except redis.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return proc.poll() is not None  # exited: stop waiting, fail below
+
+        try:
+            if not wait_until(answers, guard=timeout, step=0.02) or proc.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self) -> None:
-        """Kill the server (SIGKILL: its data is gone, as after a crash without persistence)."""
+        """Kill the server (SIGKILL: what it held in memory is gone, as after a crash)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
 
-    def client(self) -> object:
+    def client(self, db: int = 0) -> Any:
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5)
 
-    def conn_json(self) -> str:
+    def conn_json(self, db: int = 0, **fields: object) -> str:
         """The server as an Airflow ``redis`` connection (AIRFLOW_CONN_* JSON form)."""
-        return json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": self.port, "extra": {"db": 0}})
+        conn = {"conn_type": "redis", "host": "127.0.0.1", "port": self.port, "extra": {"db": db}, **fields}
+        return json.dumps(conn)
 
 
 @pytest.fixture(scope="session")
 def redis_binary() -> str:
     binary = redis_server_binary()
     if binary is None:
-        reason = (
-            "no redis-server found (install Debian's redis-server package, as `make test` does, "
-            "or set REDIS_SERVER to its path)"
+        pytest.fail(
+            "no redis-server found: install Debian's redis-server package (`make test` does) or set "
+            "REDIS_SERVER to its path; the Redis tests do not skip"
         )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run the Redis tests")
-        pytest.skip(reason)
     return binary
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_server(redis_binary: str) -> Iterator[RedisServer]:
-    """A fresh redis-server per test."""
+    """One redis-server for the whole session (per xdist worker)."""
     server = RedisServer(redis_binary, free_port())
     server.start()
     try:
@@ -116,7 +122,7 @@ def redis_server(redis_binary: str) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_conn(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An Airflow connection id (through the environment) for ``redis_server``."""
+    """An Airflow connection id (through the environment) for the session's ``redis_server``, db 0."""
     conn_id = f"shortint_redis_{redis_server.port}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", redis_server.conn_json())
     return conn_id

@@ -4,7 +4,7 @@ A holder stuck on the lock past ``lock_timeout`` (a stopped process) is set asid
 renamed and the others go on with a fresh one. Its late write must then never land, so every write is a
 temp file renamed over the state file, and every holder, once it has the lock and before it reads the
 state, deletes the temp files left behind: a stale holder's rename then fails (its temp is gone) or
-happened before that read (so it is seen). See docs/RELIABILITY.md, "Budget liveness".
+happened before that read (so it is seen). See docs/BUDGET.md.
 """
 
 from __future__ import annotations
@@ -45,7 +45,13 @@ class FileRateLimiter(RateLimiter):
         self.lease = default_lease(self.period) if lease is None else float(lease)
         # A lock held longer than this belongs to a stopped process: the lock file is set aside.
         self.lock_timeout = max(2.0, min(self.period, 10.0)) if lock_timeout is None else lock_timeout
-        self._heartbeat = Heartbeat(self.lease / 3, self._renew, f"shortint-lease-{self.path.name}")
+        self._heartbeat = Heartbeat(
+            self.lease / 3,
+            self._renew,
+            f"shortint-lease-{self.path.name}",
+            where=f" in {self.path}",
+            clock=clock,
+        )
 
     @property
     def _hold(self) -> float:

@@ -5,7 +5,7 @@ request that reuses it starts at least ``period`` after the server saw the old o
 latency. The slots live in memory (threads of one process), in a locked file (processes of one
 machine: :mod:`.file_window`) or in Redis (every machine: :mod:`.redis_window`).
 
-Liveness (docs/RELIABILITY.md, "Budget liveness"): a shared slot in flight holds a short *lease* that a
+Liveness (docs/BUDGET.md): a shared slot in flight holds a short *lease* that a
 heartbeat thread renews; a holder that dies or is stopped stops renewing, and its slot counts as ended
 when the lease runs out, so it frees within ``lease + period``. Stamps in the future (a clock stepped
 back) are clamped to now, non-finite values are dropped, and the file lock is taken with a timeout.
@@ -151,18 +151,67 @@ class RateLimiter:
             self.release(slot_id)
 
 
+#: While a heartbeat's renewals keep failing (its store down), the failure is logged once, then at most
+#: this often (seconds), then once more when a renewal succeeds again.
+RENEW_LOG_EVERY = 60.0
+
+
+class Throttle:
+    """Says a recurring failure once, then at most every ``every`` seconds while it lasts, and its end.
+
+    A store that is down fails every renewal (several a second): the log says so once per outage and then
+    at a slow interval, not on every attempt. ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, every: float = RENEW_LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = float(every)
+        self.clock = clock
+        self.since: float | None = None  # when the current run of failures began
+        self.failures = 0
+        self._told = -math.inf
+
+    def failed(self) -> bool:
+        """Count one failure; True when this one should be logged."""
+        now = self.clock()
+        if self.since is None:
+            self.since, self.failures, self._told = now, 0, -math.inf
+        self.failures += 1
+        if now - self._told >= self.every:
+            self._told = now
+            return True
+        return False
+
+    def recovered(self) -> float | None:
+        """Seconds the failures lasted if there were any (the end is worth one line), else None."""
+        if self.since is None:
+            return None
+        lasted, self.since = self.clock() - self.since, None
+        return lasted
+
+
 class Heartbeat:
     """Renews the leases of the slots this process holds, every third of a lease, in a daemon thread.
 
     A holder that is killed or stopped stops renewing: its slot then counts as ended when its lease runs
     out. ``renew`` gets the ids held at that moment; it runs under a lock that :meth:`drop` also takes, so
-    a slot released meanwhile is never renewed after its end was stamped.
+    a slot released meanwhile is never renewed after its end was stamped. Failed renewals are logged once
+    per outage, then every :data:`RENEW_LOG_EVERY` s (:class:`Throttle`); ``where`` names the store.
     """
 
-    def __init__(self, interval: float, renew: Callable[[list[str]], None], name: str) -> None:
+    def __init__(
+        self,
+        interval: float,
+        renew: Callable[[list[str]], None],
+        name: str,
+        *,
+        where: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
         self._renew = renew
         self._name = name
+        self.where = where
+        self.throttle = Throttle(RENEW_LOG_EVERY, clock)
         self._cond = threading.Condition()
         self._held: set[str] = set()
         self._pid = -1
@@ -195,7 +244,34 @@ class Heartbeat:
                 while (left := due - time.monotonic()) > 0:
                     self._cond.wait(left)
                 if self._held:
-                    try:
-                        self._renew(sorted(self._held))
-                    except Exception as err:  # the lease then runs out: safe, only capacity is lost
-                        log.warning("could not renew the lease of %d budget slots: %s", len(self._held), err)
+                    self.beat(sorted(self._held))
+
+    def beat(self, slot_ids: list[str]) -> None:
+        """One renewal of ``slot_ids``; a failure is logged as :class:`Throttle` allows, never raised (the
+        leases then run out: safe, only capacity is lost)."""
+        try:
+            self._renew(slot_ids)
+        except Exception as err:
+            if self.throttle.failed():
+                text = " ".join(str(err).split())[:200]
+                if self.throttle.failures == 1:
+                    log.warning(
+                        "could not renew the lease of %d budget slots%s (%s): they count as ended when "
+                        "their lease runs out; said again every %g s while this lasts",
+                        len(slot_ids),
+                        self.where,
+                        text,
+                        self.throttle.every,
+                    )
+                else:
+                    log.warning(
+                        "still cannot renew the budget leases%s after %.0f s (%d failed renewals): %s",
+                        self.where,
+                        self.throttle.clock() - (self.throttle.since or 0.0),
+                        self.throttle.failures,
+                        text,
+                    )
+            return
+        lasted = self.throttle.recovered()
+        if lasted is not None:
+            log.warning("renewed the budget leases%s again after %.1f s of failures", self.where, lasted)

@@ -1,4 +1,6 @@
-"""The request budget: never more than N starts in any window of P seconds, in threads and processes."""
+"""The request budget in memory and in a file: never more than N starts in any window of P seconds, in
+threads and processes; the liveness of leases; what the heartbeat logs. Clocks are injected where the
+limiter takes one; real time runs only where threads or processes must really race (short periods)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_shortint.budget import RateLimiter, file_window, shared_limiter
+from airflow_provider_shortint.budget import Heartbeat, RateLimiter, file_window, shared_limiter
 from airflow_provider_shortint.budget.file_window import FileRateLimiter
-from tests._helpers import max_in_window
+from airflow_provider_shortint.budget.window import RENEW_LOG_EVERY
+from tests._helpers import max_in_window, wait_until
+
+# fork: a worker starts in milliseconds instead of re-importing the test module
+WORKERS = multiprocessing.get_context("fork")
 
 
 class FakeClock:
@@ -59,48 +65,44 @@ def test_in_flight_slots_count() -> None:
 
 
 def test_threads_time_scaled() -> None:
-    """40 calls from 4 threads through 5 calls / 0.5 s: no window of 0.5 s sees more than 5 starts."""
-    limiter = RateLimiter(5, 0.5)
+    """16 calls from 4 threads through 4 calls / 0.2 s: no window of 0.2 s sees more than 4 starts."""
+    limiter = RateLimiter(4, 0.2)
     starts: list[float] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        for _ in range(10):
-            with limiter.slot():
-                with lock:
-                    starts.append(time.monotonic())
-                time.sleep(0.002)
+        for _ in range(4):
+            with limiter.slot(), lock:
+                starts.append(time.monotonic())
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert len(starts) == 40
-    assert max_in_window(starts, 0.5) == 5
+        thread.join(60)
+    assert len(starts) == 16
+    assert max_in_window(starts, 0.2) == 4
 
 
-def _draw(path: str, calls: int, period: float, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _draw(path: str, calls: int, period: float, n: int, out: Any) -> None:
     limiter = FileRateLimiter(path, calls, period)
     for _ in range(n):
         with limiter.slot():
             out.put(time.time())
-            time.sleep(0.002)
 
 
 def test_two_processes_share_one_budget(tmp_path: Path) -> None:
-    """Two processes drawing from one file-backed budget never exceed it together."""
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
+    """Two processes drawing from one file-backed budget (4 calls / 0.25 s) never exceed it together."""
+    out = WORKERS.Queue()
     path = str(tmp_path / "budget.json")
-    procs = [ctx.Process(target=_draw, args=(path, 5, 0.5, 12, out)) for _ in range(2)]
+    procs = [WORKERS.Process(target=_draw, args=(path, 4, 0.25, 6, out)) for _ in range(2)]
     for proc in procs:
         proc.start()
-    starts = [out.get(timeout=60) for _ in range(24)]
+    starts = [out.get(timeout=60) for _ in range(12)]
     for proc in procs:
         proc.join(timeout=60)
         assert proc.exitcode == 0
-    assert max_in_window(starts, 0.5) == 5
+    assert max_in_window(starts, 0.25) == 4
 
 
 def test_shared_limiter_is_per_budget_key(tmp_path: Path) -> None:
@@ -178,7 +180,14 @@ def _hold_slot_then_wait(path: str, calls: int, period: float, lease: float, rea
     limiter = FileRateLimiter(path, calls, period, lease=lease)
     limiter.acquire()  # never released: the process is killed "mid-request"
     ready.set()
-    time.sleep(600)
+    threading.Event().wait(600)  # until the test kills it
+
+
+def _file_stamps(path: Path) -> list[float]:
+    try:
+        return [float(slot[0]) for slot in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError):
+        return []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
@@ -186,18 +195,21 @@ def test_file_slot_of_a_dead_or_stopped_process_frees_within_lease_plus_period(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     """A holder killed or stopped mid-request stops renewing its lease: its slot frees ``lease + period``
-    after its last renewal (it was held 300 s + period before leases)."""
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
-    path, period, lease = str(tmp_path / "budget.json"), 1.0, 0.5
-    holder = ctx.Process(target=_hold_slot_then_wait, args=(path, 1, period, lease, ready))
+    after its last renewal. The waits the next limiter asks for add up to no more than that."""
+    ready = WORKERS.Event()
+    path, period, lease = tmp_path / "budget.json", 0.4, 0.3
+    holder = WORKERS.Process(target=_hold_slot_then_wait, args=(str(path), 1, period, lease, ready))
     holder.start()
     try:
         assert ready.wait(60)
-        time.sleep(3 * lease)  # the heartbeat keeps the slot alive meanwhile
-        slots = json.loads(Path(path).read_text(encoding="utf-8"))
-        assert len(slots) == 1 and slots[0][0] > time.time()  # still in flight, lease renewed
+        first = _file_stamps(path)
+        assert len(first) == 1
+        # the heartbeat renews the lease (twice, so renewal is a habit, not an accident)
+        assert wait_until(lambda: _file_stamps(path)[0] > first[0] + lease / 4)
+        second = _file_stamps(path)[0]
+        assert wait_until(lambda: _file_stamps(path)[0] > second)
         os.kill(holder.pid, sig)  # type: ignore[arg-type]
+        killed = time.time()
         sleeps: list[float] = []
 
         def sleep(seconds: float) -> None:
@@ -206,8 +218,9 @@ def test_file_slot_of_a_dead_or_stopped_process_frees_within_lease_plus_period(
 
         limiter = FileRateLimiter(path, 1, period, lease=lease, sleep=sleep)
         limiter.release(limiter.acquire())
-        assert sleeps, "the killed process did hold the only slot"
-        assert sum(sleeps) <= lease + period + 0.05
+        # (no wait at all when the holder stopped holding the file lock: setting it aside took longer)
+        assert sum(sleeps) <= lease + period + 1e-3
+        assert _file_stamps(path)[0] >= killed  # our own slot, stamped after the holder stopped
     finally:
         os.kill(holder.pid, signal.SIGCONT)  # type: ignore[arg-type]
         holder.kill()
@@ -218,23 +231,22 @@ def _hold_lock(lock_path: str, ready: Any) -> None:
     with open(lock_path, "a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         ready.set()
-        time.sleep(600)
+        threading.Event().wait(600)  # until the test kills it
 
 
 def test_file_lock_of_a_stopped_process_is_set_aside(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A process stopped while holding the state-file lock: named in the log, its lock set aside."""
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
+    ready = WORKERS.Event()
     path = tmp_path / "budget.json"
-    holder = ctx.Process(target=_hold_lock, args=(f"{path}.lock", ready))
+    holder = WORKERS.Process(target=_hold_lock, args=(f"{path}.lock", ready))
     holder.start()
     try:
         assert ready.wait(60)
         os.kill(holder.pid, signal.SIGSTOP)  # type: ignore[arg-type]
         caplog.set_level("WARNING", logger="airflow_provider_shortint.budget")
-        limiter = FileRateLimiter(path, 5, 1.0, lock_timeout=1.5)
+        limiter = FileRateLimiter(path, 5, 1.0, lock_timeout=1.0)
         limiter.release(limiter.acquire())
         messages = [r.getMessage() for r in caplog.records]
         assert any(f"held by pid {holder.pid} (stopped)" in m for m in messages), messages
@@ -314,15 +326,56 @@ def test_holder_paused_between_its_check_and_its_rename_loses_no_slot(
 
 
 def test_heartbeat_keeps_a_long_request_counted(tmp_path: Path) -> None:
-    """A request longer than its lease keeps its slot: other processes' view sees it in flight."""
-    path = tmp_path / "budget.json"
-    holder = FileRateLimiter(path, 1, 30.0, lease=0.6)
-    other = FileRateLimiter(path, 1, 30.0, lease=0.6)
+    """A request longer than four leases keeps its slot: each time (injected) time moves on, the heartbeat
+    renews the lease from the new time, and the other process's view sees the slot in flight."""
+    path, lease = tmp_path / "budget.json", 0.3
+    clock = FakeClock()
+    holder = FileRateLimiter(path, 1, 30.0, lease=lease, clock=clock, sleep=clock.sleep)
+    other = FileRateLimiter(path, 1, 30.0, lease=lease, clock=clock, sleep=clock.sleep)
     with holder.slot():
         seen = []
-        for _ in range(4):  # 4 x 0.5 s = more than three leases
-            time.sleep(0.5)
+        for _ in range(6):  # 6 x 0.2 s of the injected clock: four leases
+            clock.now += 0.2  # less than a lease since the last renewal
+            renewed = [clock.now + lease]
+            assert wait_until(lambda: _file_stamps(path) == renewed), _file_stamps(path)  # noqa: B023
             taken = other._try_take()
             assert not isinstance(taken, str)
             seen.append(taken[1])
-    assert all("1 in flight" in why for why in seen), seen
+    assert seen == ["full, 0 used in the last period and 1 in flight"] * 6
+    assert _file_stamps(path) == [clock.now]  # stamped when it ended
+
+
+def test_failed_renewals_are_logged_once_then_every_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """A store that is down fails every renewal (here 4 a second of the injected clock, for 100 s): the
+    heartbeat's own thread logs it once, again after RENEW_LOG_EVERY s, and once when it works again."""
+    clock = FakeClock()
+    calls = [0]
+    done = threading.Event()
+
+    def renew(slot_ids: list[str]) -> None:
+        calls[0] += 1
+        if calls[0] > 1:
+            clock.now += 0.25  # a renewal every quarter of a second
+        if calls[0] > 400:
+            done.set()
+            return
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    caplog.set_level("WARNING", logger="airflow_provider_shortint.budget")
+    heartbeat = Heartbeat(0.0005, renew, "test-heartbeat", where=" in the test store", clock=clock)
+    heartbeat.add("slot-1")
+    assert done.wait(60)
+    with heartbeat.drop("slot-1"):
+        pass
+    messages = [r.getMessage() for r in caplog.records]
+    assert RENEW_LOG_EVERY == 60.0
+    assert len(messages) == 3, messages
+    assert messages[0] == (
+        "could not renew the lease of 1 budget slots in the test store (Error 111 connecting to "
+        "127.0.0.1:6379. Connection refused.): they count as ended when their lease runs out; said again "
+        "every 60 s while this lasts"
+    )
+    assert messages[1].startswith(
+        "still cannot renew the budget leases in the test store after 60 s (241 failed"
+    )
+    assert messages[2] == "renewed the budget leases in the test store again after 100.0 s of failures"
