@@ -153,5 +153,11 @@ class LakeConflictError(LakeError):
     """Other writers replaced a partition every time this writer tried to, past the retry bound."""
 
 
+class TableFormatNotInstalledError(NonRetryableError):
+    """``table_format="delta"`` or ``"iceberg"`` without its extra (``[delta]``, ``[iceberg]``) installed."""
+
+    default_error_code = "table_format_not_installed"
+
+
 class LakeConcurrencyError(LakeError):
     """A second writer on a store that cannot keep concurrent writers apart: refused, nothing written."""

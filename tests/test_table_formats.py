@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_shortint.exceptions import InvalidParameterError, LakeSchemaError, NonRetryableError
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    LakeSchemaError,
+    TableFormatNotInstalledError,
+)
 from airflow_provider_shortint.lake import open_lake
 from airflow_provider_shortint.lake.formats import open_table, table_asset_uri
 from airflow_provider_shortint.records import COLUMNS, rows_to_table
@@ -406,9 +410,9 @@ def test_asset_uris_and_lineage_names(tmp_path: Path) -> None:
 def test_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "deltalake", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "pyiceberg", None)
-    with pytest.raises(NonRetryableError, match=r"airflow-provider-shortint\[delta\]"):
+    with pytest.raises(TableFormatNotInstalledError, match=r"airflow-provider-shortint\[delta\]"):
         open_table(str(tmp_path / "t"), "delta")
-    with pytest.raises(NonRetryableError, match=r"airflow-provider-shortint\[iceberg\]"):
+    with pytest.raises(TableFormatNotInstalledError, match=r"airflow-provider-shortint\[iceberg\]"):
         open_table("a.b", "iceberg", warehouse=str(tmp_path))
     assert table_asset_uri(str(tmp_path / "t"), "delta") == f"file://{tmp_path}/t"  # naming needs no extra
 

@@ -25,7 +25,7 @@ from airflow_provider_shortint.exceptions import (
     InvalidParameterError,
     LakeConflictError,
     LakeSchemaError,
-    NonRetryableError,
+    TableFormatNotInstalledError,
 )
 from airflow_provider_shortint.lake import arrow
 from airflow_provider_shortint.lake.parquet_lake import UpsertResult
@@ -66,10 +66,9 @@ def require(module: str, extra: str, what: str) -> None:
     except (ImportError, ValueError):  # a parent package missing, or the module blocked in sys.modules
         found = False
     if not found:
-        raise NonRetryableError(
+        raise TableFormatNotInstalledError(
             f"{what} needs the Python package {module!r}, which is not installed: "
-            + _EXTRA_HINT.format(extra=extra),
-            error_code="table_format_not_installed",
+            + _EXTRA_HINT.format(extra=extra)
         )
 
 
