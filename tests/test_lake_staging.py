@@ -173,3 +173,26 @@ def test_a_staged_file_of_another_partition_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LakeSchemaError, match="market=HK/year=2026 hold 1 row"):
         lake.commit_staged("r")
     assert lake.read().num_rows == 0
+
+
+def test_a_killed_stagers_temp_file_is_removed_once_it_is_an_hour_old(tmp_path: Path) -> None:
+    """No lock covers a staging folder: a commit removes a temp file only when it is older than
+    STALE_STAGING_TEMP_SECONDS (its writer is dead by then); discard_staged removes it at once."""
+    import os
+
+    from airflow_provider_shortint.lake.parquet_lake import STALE_STAGING_TEMP_SECONDS
+
+    root = tmp_path / "lake"
+    lake = open_lake(root)
+    (staged,) = lake.stage(table(["HK.00001"], DAYS[:1]), run="r", name="a").files
+    folder = (root / staged).parent
+    old, fresh = folder / ".part-0.parquet.4242.aaaa.tmp", folder / ".part-0.parquet.4343.bbbb.tmp"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    hour_ago = old.stat().st_mtime - STALE_STAGING_TEMP_SECONDS - 1
+    os.utime(old, (hour_ago, hour_ago))
+    assert lake.commit_staged("r").rows_written == 1
+    assert not old.exists() and fresh.exists()  # a writer of that age may still be staging
+    assert lake.commit_staged("r").rows_written == 0 and fresh.exists()
+    lake.discard_staged("r")
+    assert not fresh.exists() and not (root / "_staging" / "r").exists()

@@ -36,6 +36,8 @@ _UTC_NAMES = ("UTC", "utc", "Etc/UTC", "+00:00", "Z")
 _FIRST_DAY = (dt.date.min - dt.date(1970, 1, 1)).days  # date32 reaches years Python's date cannot hold
 _LAST_DAY = (dt.date.max - dt.date(1970, 1, 1)).days
 _EXAMPLES = 3
+#: zstd level of staged files (the lake's files use the library's default level, fast to rewrite).
+STAGED_ZSTD_LEVEL = 9
 #: Columns ``read()`` may add to the lake columns: the hive keys of both layouts.
 READ_EXTRA_COLUMNS = tuple(dict.fromkeys(PARTITION_COLUMNS + LEGACY_PARTITION_COLUMNS))
 
@@ -309,12 +311,14 @@ def split_partitions(table: pa.Table) -> list[tuple[Partition, pa.Table]]:
     return sorted(parts, key=lambda item: item[0])
 
 
-def to_parquet(table: pa.Table, *, compression_level: int | None = None) -> bytes:
+def to_parquet(table: pa.Table, *, staged: bool = False) -> bytes:
     """Deterministic Parquet bytes: same rows -> same bytes, whatever their order or chunking.
 
     Rows sorted by (symbol, trade_date), row groups of ``ROW_GROUP_ROWS`` rows with statistics (a
     filter on one symbol reads one group per file), zstd, dictionary encoding for the columns with few
-    distinct values, the lake schema and no other metadata.
+    distinct values, the lake schema and no other metadata. A ``staged`` file is written once and read
+    once, whole, by the lake alone: no statistics, no embedded Arrow schema, and zstd at
+    ``STAGED_ZSTD_LEVEL`` (each a few percent of what staging adds to the bytes a backfill writes).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -325,10 +329,11 @@ def to_parquet(table: pa.Table, *, compression_level: int | None = None) -> byte
         rows,
         sink,
         compression="zstd",
-        compression_level=compression_level,
+        compression_level=STAGED_ZSTD_LEVEL if staged else None,
         row_group_size=ROW_GROUP_ROWS,
         use_dictionary=list(DICTIONARY_COLUMNS),
-        write_statistics=True,
+        write_statistics=not staged,
+        store_schema=not staged,  # read back only by the lake, which casts to lake_schema() anyway
         sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
     )
     data: bytes = sink.getvalue().to_pybytes()

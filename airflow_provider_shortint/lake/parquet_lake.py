@@ -32,6 +32,7 @@ from airflow_provider_shortint.lake import arrow
 from airflow_provider_shortint.lake.layout import (
     STAGING_DIR,
     Partition,
+    is_temp_name,
     market_folder,
     parse_data_file,
     parse_staged_file,
@@ -68,6 +69,9 @@ MAX_READ_ATTEMPTS = 3  # a file replaced while it was being read in ranges is re
 # fetches its whole history and the upsert keeps the identical stored rows unchanged (docs/LAKE.md).
 LOOKBACK_RECORDS = 53
 _SHOWN = 5  # foreign files named in one log line
+#: A temp file in a staging folder (a stager killed while it wrote) is removed by a commit once it is
+#: this old (no lock tells whether its writer still runs); ``discard_staged`` removes it at once.
+STALE_STAGING_TEMP_SECONDS = 3600.0
 _T = TypeVar("_T")
 
 
@@ -417,7 +421,7 @@ class ParquetLake:
         files = []
         for partition, part_rows in arrow.split_partitions(rows):
             rel = staged_file(run, partition, name)
-            self._store.put(rel, arrow.to_parquet(part_rows))
+            self._store.put(rel, arrow.to_parquet(part_rows, staged=True))
             files.append(rel)
         log.info(
             "lake %s: staged %d row(s) of run %r in %d file(s)", self.uri, rows.num_rows, run, len(files)
@@ -454,13 +458,20 @@ class ParquetLake:
         _check_name(run, "run")
         folder = staging_folder(run)
         groups: dict[Partition, list[str]] = {}
+        temps: set[str] = set()
         for rel in self._store.list_files(folder, hidden=True):
             parsed = parse_staged_file(rel, run)
-            if parsed is None:
+            if parsed is not None:
+                groups.setdefault(parsed[0], []).append(rel)
+            elif is_temp_name(rel.rpartition("/")[2]):
+                temps.add(rel.rpartition("/")[0])
+            else:
                 log.warning("lake %s: %s is not a staged file of run %r: left alone", self.uri, rel, run)
-                continue
-            groups.setdefault(parsed[0], []).append(rel)
+        if isinstance(self._store, LockingStore):
+            for temp_folder in sorted(temps):
+                self._store.remove_stale_temps(temp_folder, older_than=STALE_STAGING_TEMP_SECONDS)
         if not groups:
+            self._store.prune(folder)
             return UpsertResult(0, 0, (), 0, {})
         latest: dict[str, str] = {}
 

@@ -95,8 +95,9 @@ class LockingStore(LakeStore, Protocol):
     def lock(self, partition: str) -> AbstractContextManager[None]:
         """Hold the partition's exclusive lock (released when the holder exits or dies)."""
 
-    def remove_stale_temps(self, partition: str) -> None:
-        """Delete temp files dead writers left in the partition (the caller holds its lock)."""
+    def remove_stale_temps(self, partition: str, older_than: float = 0.0) -> None:
+        """Delete temp files dead writers left in the partition (the caller holds its lock), or in a
+        folder no lock covers, those older than ``older_than`` seconds."""
 
 
 @runtime_checkable

@@ -187,15 +187,25 @@ class LocalStore:
             time.sleep(min(pause, max(self.lock_timeout - waited, 0.0)))
             pause = min(pause * 2, longest)
 
-    def remove_stale_temps(self, partition: str) -> None:
+    def remove_stale_temps(self, partition: str, older_than: float = 0.0) -> None:
+        """Delete the temp files of dead writers in the folder ``partition``: all of them (the caller
+        holds the partition's lock, so no live writer has one there), or, for a folder no lock covers
+        (staging), those last modified more than ``older_than`` seconds ago."""
         with self._folder(partition, create=False) as folder:
             if folder is None:
                 return
+            now = time.time()
             for name in os.listdir(folder):
-                if is_temp_name(name):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(name, dir_fd=folder)
-                        log.info("removed a stale temp file %s/%s", self.full(partition), name)
+                if not is_temp_name(name):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if (
+                        older_than
+                        and now - os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime < older_than
+                    ):
+                        continue
+                    os.unlink(name, dir_fd=folder)
+                    log.info("removed a stale temp file %s/%s", self.full(partition), name)
 
     # -- files ---------------------------------------------------------------------------------------
 
