@@ -40,6 +40,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_shortint.hooks.short_interest",
                     "airflow_provider_shortint.hooks.futu_opend",
+                    "airflow_provider_shortint.hooks.iceberg_catalog",
                 ],
             }
         ],
@@ -61,6 +62,52 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_shortint.triggers.short_interest"],
             }
         ],
-        # One entry per connection type, derived from its settings class (extras declared once there).
-        "connection-types": [connection_type_info(settings) for settings in connection_settings()],
+        # One entry per connection type of a door, derived from its settings class (extras declared once
+        # there), and the Iceberg catalog of table_format="iceberg".
+        "connection-types": [
+            *(connection_type_info(settings) for settings in connection_settings()),
+            iceberg_catalog_info(),
+        ],
+    }
+
+
+def iceberg_catalog_info() -> dict[str, Any]:
+    """The ``iceberg_catalog`` connection type: the catalog's URI in host, its extras (lake/formats)."""
+    return {
+        "connection-type": "iceberg_catalog",
+        "hook-class-name": "airflow_provider_shortint.hooks.iceberg_catalog.IcebergCatalogHook",
+        "hook-name": "Iceberg catalog (short interest)",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema"],
+            "relabeling": {
+                "host": "Catalog URI",
+                "login": "User / client id",
+                "password": "Password / token",
+            },
+            "placeholders": {
+                "host": "sqlite:////data/iceberg/catalog.db, postgresql+psycopg2://db/iceberg or https://...",
+            },
+        },
+        "conn-fields": {
+            "warehouse": {
+                "label": "Warehouse",
+                "schema": {"type": ["string", "null"]},
+                "description": "Where table data lives: an absolute folder, file:// or s3://bucket/prefix.",
+            },
+            "catalog_name": {
+                "label": "Catalog name",
+                "schema": {"type": ["string", "null"]},
+                "description": "The catalog's name (default shortint).",
+            },
+            "aws_conn_id": {
+                "label": "AWS connection",
+                "schema": {"type": ["string", "null"]},
+                "description": "The Airflow AWS connection of an s3:// warehouse.",
+            },
+            "properties": {
+                "label": "Catalog properties",
+                "schema": {"type": ["object", "null"]},
+                "description": "Further pyiceberg catalog properties (strings).",
+            },
+        },
     }

@@ -117,3 +117,28 @@ def test_bad_connections_are_one_clear_sentence(
     with pytest.raises(InvalidParameterError, match=message) as caught:
         catalog_from_connection(conn_id)
     assert SECRET not in str(caught.value)
+
+
+def test_the_connection_type_gives_a_hook_whose_test_reaches_the_catalog(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``iceberg_catalog`` is registered: Airflow's Connection.get_hook gives IcebergCatalogHook, and the
+    Test button's test_connection lists the catalog's namespaces without showing a secret."""
+    from airflow.sdk import BaseHook
+
+    from airflow_provider_shortint.get_provider_info import get_provider_info
+    from airflow_provider_shortint.hooks.iceberg_catalog import IcebergCatalogHook
+
+    types = {entry["connection-type"] for entry in get_provider_info()["connection-types"]}
+    assert "iceberg_catalog" in types
+    conn_id = _conn(monkeypatch, "iceberg_hooked", extra={"warehouse": str(tmp_path / "w")})
+    open_table("shortint.short_interest", "iceberg", catalog_conn_id=conn_id).upsert(make_table(HK, [D1]))
+    hook = BaseHook.get_connection(conn_id).get_hook()
+    assert isinstance(hook, IcebergCatalogHook)
+    assert hook.test_connection() == (
+        True,
+        f"Iceberg catalog sqlite:///{tmp_path}/w/catalog.db: 1 namespace(s)",
+    )
+    _conn(monkeypatch, "iceberg_broken", host="postgresql://db.invalid/x", password=SECRET)
+    ok, message = IcebergCatalogHook("iceberg_broken").test_connection()
+    assert not ok and "warehouse" in message and SECRET not in message
