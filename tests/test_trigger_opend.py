@@ -20,7 +20,9 @@ from airflow_provider_shortint.triggers.short_interest import (
     ShortInterestNewRecordTrigger,
 )
 from tests._fixtures_opend_hook import opend_conn
+from tests._fixtures_opend_hostile import HostileGateway
 from tests._fixtures_slow import heartbeat, our_threads
+from tests._helpers import wait_until
 
 
 @pytest.fixture
@@ -149,3 +151,73 @@ def test_event_trigger_over_opend_fires_once_per_new_date(
     (event,) = asyncio.run(main())
     assert event.payload == {"symbol": "HK.00700", "trade_date": "2026-05-22", "previous": "2026-05-15"}
     assert opend_sandbox.stats()["by_transport"]["rest"] == 0
+
+
+@pytest.mark.parametrize("case", ["silent InitConnect", "unresolvable host"])
+def test_cancelled_watcher_leaves_no_thread(
+    hostile_opend: HostileGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    # A gateway that never answers InitConnect (each poll's attempt ends at the 0.5 s timeout), or a host
+    # that does not resolve (futu-api alone waited for ever on it).
+    hostile_opend.behave(init="silent")
+    host = "opend.shortint.invalid" if case == "unresolvable host" else "127.0.0.1"
+    monkeypatch.setenv("AIRFLOW_CONN_WATCHED_OPEND", opend_conn(hostile_opend.port, host=host, timeout=0.5))
+    trigger = ShortInterestNewRecordEventTrigger(
+        symbol="HK.00700", shortint_conn_id="watched_opend", poke_interval=0.2
+    )
+    from airflow.sdk import BaseHook
+
+    asyncio.run(BaseHook.aget_connection("watched_opend"))  # Airflow's own lookup thread, started once
+    before = our_threads()
+
+    import airflow_provider_shortint.triggers.short_interest as triggers
+
+    hooks: list[Any] = []
+    real_open_hook = triggers.open_hook
+
+    async def open_hook(conn_id: str) -> Any:  # the real hook, remembered to see its requests
+        hooks.append(await real_open_hook(conn_id))
+        return hooks[-1]
+
+    monkeypatch.setattr(triggers, "open_hook", open_hook)
+
+    def polled() -> bool:  # a poll took its budget slot: it is in flight, or it has failed
+        return any(hook.requests_made for hook in hooks)
+
+    async def main() -> None:
+        gen = trigger.run()
+        task = asyncio.ensure_future(anext(gen))
+        for _ in range(1500):  # bounded: until the first poll is in flight or has failed
+            if polled():
+                break
+            await asyncio.sleep(0.02)
+        assert polled() and not task.done()
+        task.cancel()  # what the triggerer does to a watcher whose DAG went away
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await gen.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    # The poll thread ends with its bounded attempt and closes the hook: no SDK, relay or poll thread stays.
+    assert wait_until(lambda: not (our_threads() - before), guard=30), our_threads() - before
+
+
+def test_deferrable_trigger_on_an_unresolvable_host_reports_a_permanent_error(
+    futu_quiet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", opend_conn(11111, host="opend.shortint.invalid"))
+
+    async def main() -> Any:
+        gen = ShortInterestNewRecordTrigger(
+            symbol="HK.00700", shortint_conn_id="nowhere", poke_interval=0.2
+        ).run()
+        try:
+            return await asyncio.wait_for(anext(gen), 30)
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
+
+    payload = asyncio.run(main()).payload
+    assert payload["status"] == "error" and payload["retryable"] is False
+    assert "'opend.shortint.invalid' does not resolve" in payload["message"]
