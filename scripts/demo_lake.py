@@ -20,7 +20,7 @@ def _dataset(lake: Path) -> Any:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    partitioning = ds.partitioning(pa.schema([("market", pa.string()), ("dt", pa.string())]), flavor="hive")
+    partitioning = ds.partitioning(pa.schema([("market", pa.string()), ("year", pa.int32())]), flavor="hive")
     return ds.dataset(str(lake), format="parquet", partitioning=partitioning, exclude_invalid_files=True)
 
 
@@ -39,7 +39,7 @@ def lake_summary(lake: Path) -> dict[str, dict[str, Any]]:
             "symbols": rows["symbol"].nunique(),
             "first": str(rows["trade_date"].min()),
             "last": str(rows["trade_date"].max()),
-            "files": len(list((lake / f"market={market}").glob("dt=*/*.parquet"))),
+            "files": len(list((lake / f"market={market}").glob("year=*/*.parquet"))),
             "dates": {str(day) for day in rows["trade_date"].unique()},
         }
     return result

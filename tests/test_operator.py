@@ -200,6 +200,7 @@ def test_since_bound_and_rejected_symbols(home: AirflowHome, sandbox: SandboxSer
         ({"since": "yesterday"}, InvalidParameterError, "since must be an ISO date"),
         ({"lake_path": "relative/lake"}, InvalidParameterError, "lake"),
         ({"lake_path": ""}, InvalidParameterError, "lake"),
+        ({"staging": ""}, InvalidParameterError, "staging must be a non-empty string"),
     ],
 )
 def test_bad_input_fails_before_any_request(

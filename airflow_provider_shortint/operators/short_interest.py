@@ -139,6 +139,8 @@ class ShortInterestToParquetOperator(BaseOperator):
         # Everything the user typed is checked before a single rate-limited request is spent.
         symbols = parse_symbols(_literal_list(self.symbols))
         since = to_date(self.since, "since")
+        if self.staging is not None and (not isinstance(self.staging, str) or not self.staging.strip()):
+            raise InvalidParameterError(f"staging must be a non-empty string or None, got {self.staging!r}")
         lake = open_lake(self.lake_path)
         hook = hook_for(self.shortint_conn_id)  # REST or OpenD, by the connection's type
         # The connection's settings and its budget (Redis included) are read now: a bad extra fails the
