@@ -5,9 +5,14 @@ shared directory, each its own hook, whose connection extra ``rate_limit_redis_c
 the whole history of multi-page HK symbols from the sandbox, time-scaled to 30 requests per 3 s on the
 server and on the connection. From the server's admitted-request timestamps: the most requests in any
 3-s window (<= 30), HTTP 429 answers (0) and the steady-state use of the budget (period / mean time of 30
-consecutive requests, >= 0.97). Then liveness: a process SIGKILLed while holding the only slot of a
-1 / 3 s budget, and how long the next process waits for that slot, in Redis and in the file backend
-(bound ``lease + period``; before the lease, a dead holder's slot was held ``max_hold`` = 300 s).
+consecutive requests, >= 0.97).
+
+The same three processes then fetch again while Redis sits at ``maxmemory`` with ``allkeys-random`` and
+another client keeps filling it, so that the budget's key is evicted every few seconds: the limit must
+hold (each eviction costs a period's wait, never a burst). Then the cost of one slot in Redis (the take
+and the release scripts) against two PING round trips, and liveness: a process SIGKILLed while holding
+the only slot of a 1 / 3 s budget, and how long the next process waits for that slot, in Redis and in
+the file backend (bound ``lease + period``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -27,22 +33,26 @@ from bench.ratelimit_efficiency import MIN_RECORDS, PAGE_SIZE, max_in_window, pi
 CALLS = 30
 PERIOD = 3.0
 WORKERS = 3
+EVICT_EVERY = 2 * PERIOD  # the pause between two evictions of the budget's key in the eviction phase
 CTX = multiprocessing.get_context("spawn")
 
 
-def _worker(conn_id: str, symbols: list[str], ready: Any, go: Any, out: Any) -> None:
-    """One process: warm up (imports, the budget's first period), then fetch every symbol's history."""
+def _worker(conn_id: str, phases: list[list[str]], ready: Any, go: Any, out: Any) -> None:
+    """One process: warm up (imports, the budget's first period), then fetch each phase's symbols when
+    told to."""
     from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 
     quiet_logs()
     hook = ShortInterestHook(conn_id)  # extra rate_limit_redis_conn_id: the budget lives in Redis
-    assert type(hook.rate_limiter).__name__ == "RedisRateLimiter"
+    limiter: Any = hook.rate_limiter
+    assert type(limiter).__name__ == "RedisRateLimiter"
     hook.get_history("HK.00700", page_size=PAGE_SIZE)  # warm-up, not measured
-    warm_up = hook.requests_made
-    ready.put(os.getpid())
-    go.wait(300)
-    rows = sum(hook.get_history(symbol, page_size=PAGE_SIZE).num_rows for symbol in symbols)
-    out.put((hook.requests_made - warm_up, rows))
+    ready.put((os.getpid(), limiter.key))
+    for phase, symbols in enumerate(phases):
+        go[phase].wait(600)
+        before = hook.requests_made
+        rows = sum(hook.get_history(symbol, page_size=PAGE_SIZE).num_rows for symbol in symbols)
+        out.put((hook.requests_made - before, rows))
 
 
 def _hold_only_slot(url: str, redis_conn: str | None, state_dir: str | None, out: Any) -> None:
@@ -72,6 +82,69 @@ def _recovery(url: str, redis_conn: str | None, state_dir: str | None) -> tuple[
         holder.join(30)
 
 
+def _slot_cost(redis_conn: str, client: Any, n: int) -> tuple[float, float]:
+    """Median seconds of one take + release in Redis (a budget that never fills), and of two PINGs."""
+    from airflow_provider_shortint.budget.redis_window import RedisRateLimiter
+
+    limiter = RedisRateLimiter(redis_conn, "bench-cost", 10**9, 1.0)
+    seconds, _ = client.time()
+    client.hset(limiter.key, mapping={"born": seconds - 10, "run": client.info("server")["run_id"]})
+    limiter.release(limiter.acquire())  # connects and loads the script
+    slots, pings = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        slot = limiter._try_take()
+        assert isinstance(slot, str)
+        limiter._call("release", slot)  # the release script alone (no heartbeat bookkeeping)
+        slots.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        client.ping()
+        client.ping()
+        pings.append(time.perf_counter() - start)
+    return sorted(slots)[n // 2], sorted(pings)[n // 2]
+
+
+class _Evictor:
+    """Fills Redis (at ``maxmemory``, ``allkeys-random``) until the budget's key is evicted, waits
+    ``EVICT_EVERY``, and again, until stopped; counts the evictions of that key."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client, self.key = client, key.encode()
+        self.evictions = 0
+        self.writes = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe("__keyevent@0__:evicted")
+        while not self.stop.is_set():
+            hit = False
+            while not hit and not self.stop.is_set():
+                self.client.set(f"bench-fill:{self.writes}", b"x" * 32768)
+                self.writes += 1
+                while (message := pubsub.get_message()) is not None:
+                    hit = hit or message["data"] == self.key
+            self.evictions += hit
+            self.stop.wait(EVICT_EVERY)
+        pubsub.close()
+
+
+def _phase(
+    server: Any, go: Any, out: Any, n_procs: int
+) -> tuple[dict[str, Any], list[tuple[int, int]], float]:
+    server.reset_stats()
+    started = time.perf_counter()
+    go.set()
+    results = [out.get(timeout=900) for _ in range(n_procs)]
+    return server.stats(), results, time.perf_counter() - started
+
+
+def _use(stamps: list[float]) -> float:
+    gaps = [stamps[i] - stamps[i - CALLS] for i in range(CALLS, len(stamps))]
+    return PERIOD / (sum(gaps) / len(gaps))
+
+
 def run(quick: bool = False) -> Report:
     from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
     from tests._fixtures_redis import RedisServer, free_port, redis_server_binary
@@ -88,6 +161,7 @@ def run(quick: bool = False) -> Report:
     redis.start()
     redis_conn = "shortint_bench_redis"
     os.environ[f"AIRFLOW_CONN_{redis_conn.upper()}"] = redis.conn_json()
+    client = redis.client()
     state_dir = tempfile.mkdtemp(prefix="bench-rl-file-")
     try:
         with SandboxServer(SandboxConfig(rate_limit_calls=CALLS, rate_limit_period=PERIOD)) as server:
@@ -98,23 +172,40 @@ def run(quick: bool = False) -> Report:
                 rate_limit_period=PERIOD,
                 rate_limit_redis_conn_id=redis_conn,
             )
-            chosen = pick_symbols(server, 12 if quick else 45, MIN_RECORDS)
-            minimum = sum(math.ceil(size / PAGE_SIZE) for _, size in chosen)
-            ready, go, out = CTX.Queue(), CTX.Event(), CTX.Queue()
-            shares = [[symbol for symbol, _ in chosen[i::WORKERS]] for i in range(WORKERS)]
-            procs = [CTX.Process(target=_worker, args=(conn_id, share, ready, go, out)) for share in shares]
+            chosen = pick_symbols(server, 24 if quick else 90, MIN_RECORDS)
+            halves = [chosen[0::2], chosen[1::2]]  # phase 1 (plain), phase 2 (under eviction)
+            minimum = [sum(math.ceil(size / PAGE_SIZE) for _, size in half) for half in halves]
+            ready, out = CTX.Queue(), CTX.Queue()
+            go = [CTX.Event(), CTX.Event()]
+            procs = [
+                CTX.Process(
+                    target=_worker,
+                    args=(conn_id, [[s for s, _ in half[i::WORKERS]] for half in halves], ready, go, out),
+                )
+                for i in range(WORKERS)
+            ]
             for proc in procs:
                 proc.start()
-            pids = [ready.get(timeout=300) for _ in procs]
+            pids, keys = zip(*[ready.get(timeout=300) for _ in procs], strict=True)
             time.sleep(PERIOD * 1.2)  # let the warm-up's window drain
-            server.reset_stats()
-            started = time.perf_counter()
-            go.set()
-            results = [out.get(timeout=600) for _ in procs]
-            wall = time.perf_counter() - started
+            plain, plain_results, plain_wall = _phase(server, go[0], out, len(procs))
+
+            used = int(client.info("memory")["used_memory"])
+            client.config_set("maxmemory", str(used + 4 * 1024 * 1024))
+            client.config_set("maxmemory-policy", "allkeys-random")
+            client.config_set("notify-keyspace-events", "Ee")
+            evictor = _Evictor(client, keys[0])
+            evictor.thread.start()
+            try:
+                evicted, evicted_results, evicted_wall = _phase(server, go[1], out, len(procs))
+            finally:
+                evictor.stop.set()
+                evictor.thread.join(60)
+                client.config_set("maxmemory", "0")
+                client.flushall()
             for proc in procs:
                 proc.join(60)
-            stats = server.stats()
+            slot_s, ping_s = _slot_cost(redis_conn, client, 200 if quick else 1000)
             kill_redis, lease = _recovery(server.url + "/kill-redis", redis_conn, None)
             kill_file, _ = _recovery(server.url + "/kill-file", None, state_dir)
     finally:
@@ -122,23 +213,21 @@ def run(quick: bool = False) -> Report:
         shutil.rmtree(redis.workdir, ignore_errors=True)
         shutil.rmtree(state_dir, ignore_errors=True)
 
-    stamps = sorted(stats["timestamps"])
+    stamps = sorted(plain["timestamps"])
     n = len(stamps)
-    gaps = [stamps[i] - stamps[i - CALLS] for i in range(CALLS, n)]
-    mean_gap = sum(gaps) / len(gaps)
-    steady = PERIOD / mean_gap
+    steady = _use(stamps)
     peak = max_in_window(stamps, PERIOD)
-    n429 = int(stats["by_status"].get("429", 0))
-    client_requests = sum(r for r, _ in results)
+    n429 = int(plain["by_status"].get("429", 0))
     report.add(
         "workload",
-        f"{len(chosen)} HK symbols over {WORKERS} processes (pids {', '.join(map(str, pids))}), {n} requests",
-        f"min {minimum} requests",
-        f"{n / minimum:.2f}",
+        f"{len(halves[0])} HK symbols over {WORKERS} processes (pids {', '.join(map(str, pids))}), "
+        f"{n} requests",
+        f"min {minimum[0]} requests",
+        f"{n / minimum[0]:.2f}",
     )
     report.add(
         "steady-state use of the budget",
-        f"{CALLS / mean_gap * PERIOD:.2f} calls / {PERIOD:g} s",
+        f"{CALLS * steady:.2f} calls / {PERIOD:g} s",
         f"{CALLS} allowed",
         f"{steady:.3f}",
         ">= 0.97",
@@ -148,19 +237,57 @@ def run(quick: bool = False) -> Report:
         "max admitted in any 3-s window", str(peak), f"{CALLS} allowed", "", f"<= {CALLS}", peak <= CALLS
     )
     report.add("HTTP 429 answers", str(n429), "", "", "0", n429 == 0)
+
+    e_stamps = sorted(evicted["timestamps"])
+    e_peak = max_in_window(e_stamps, PERIOD)
+    e429 = int(evicted["by_status"].get("429", 0))
+    report.add(
+        "under eviction: budget key evicted",
+        f"{evictor.evictions} times in {evicted_wall:.0f} s ({evictor.writes} filler writes of 32 KiB)",
+        f"every ~{EVICT_EVERY:g} s + the fill",
+        "",
+        ">= 1",
+        evictor.evictions >= 1,
+    )
+    report.add(
+        "under eviction: max admitted in any 3-s window",
+        str(e_peak),
+        f"{CALLS} allowed",
+        "",
+        f"<= {CALLS}",
+        e_peak <= CALLS,
+    )
+    report.add("under eviction: HTTP 429 answers", str(e429), "", "", "0", e429 == 0)
+    e_rate = (len(e_stamps) - 1) / (e_stamps[-1] - e_stamps[0])
+    report.add(
+        "under eviction: requests per second",
+        f"{e_rate:.2f}",
+        f"{CALLS / PERIOD:.2f} the budget allows",
+        f"{e_rate / (CALLS / PERIOD):.2f}",
+        "(info: each eviction costs one period)",
+    )
+    report.add(
+        "one slot in Redis (take + release scripts)",
+        f"{slot_s * 1000:.2f} ms",
+        f"{ping_s * 1000:.2f} ms for 2 PINGs",
+        f"{slot_s / ping_s:.2f}",
+        "(info)",
+    )
     bound = lease + PERIOD
     for backend, seconds in (("Redis", kill_redis), ("file", kill_file)):
         report.add(
             f"SIGKILLed holder, 1 / {PERIOD:g} s: slot back ({backend})",
             f"{seconds:.2f} s",
-            f"lease + period = {bound:.1f} s (was 300 s + period)",
+            f"lease + period = {bound:.1f} s",
             f"{seconds / PERIOD:.2f} periods",
             f"<= {bound:.1f} s",
             seconds <= bound + 0.25,
         )
+    client_requests = sum(r for r, _ in plain_results) + sum(r for r, _ in evicted_results)
     report.notes.append(
-        f"wall {wall:.1f} s; client counted {client_requests} requests, server {n}; by_status "
-        f"{stats['by_status']}; lease {lease:g} s renewed every {lease / 3:.2f} s"
+        f"wall {plain_wall:.1f} s + {evicted_wall:.1f} s under eviction; client counted {client_requests} "
+        f"requests, server {n + len(e_stamps)}; by_status {plain['by_status']}, {evicted['by_status']}; "
+        f"lease {lease:g} s renewed every {lease / 3:.2f} s"
     )
     return report
 
