@@ -19,6 +19,7 @@ import pytest
 from airflow_provider_shortint.exceptions import (
     InvalidParameterError,
     InvalidSymbolError,
+    ShortInterestAuthError,
     ShortInterestConnectionError,
     ShortInterestResponseError,
     ShortInterestServerError,
@@ -226,7 +227,14 @@ def test_other_markets_refused_locally(
         ("proto_id:3249 conn_id:1 check sha error!", ShortInterestResponseError),
         ("", ShortInterestResponseError),
         ("no data", None),
+        ("No data.", None),
+        ("暂无数据", None),
         ("no_data: nothing here", None),
+        ("No data permission", ShortInterestAuthError),
+        ("无权限获取该数据", ShortInterestAuthError),
+        ("unknown security US.XYZ: no data", InvalidSymbolError),
+        ("no data yet, ask again tomorrow", ShortInterestResponseError),
+        ("Connect timeout", "timeout"),
     ],
 )
 def test_message_classification(message: str, expected: Any) -> None:
@@ -362,11 +370,11 @@ def test_gateway_rate_limit_waits_and_succeeds(
 def test_every_sdk_call_takes_a_budget_slot(
     opend_hook_for: HookFactory, opend_sandbox: SandboxServer
 ) -> None:
-    hook = opend_hook_for(rate_limit_calls=4, rate_limit_period=1)
-    hook.get_history("HK.00700", page_size=5)
+    hook = opend_hook_for(rate_limit_calls=4, rate_limit_period=0.5)
+    hook.get_history("HK.00700", since="2025-09-01", page_size=3)  # ~12 weekly pages
     starts = opend_sandbox.stats()["timestamps"]
-    assert len(starts) == hook.requests_made >= 8
-    assert max_in_window(starts, 1.0) <= 4
+    assert len(starts) == hook.requests_made >= 10
+    assert max_in_window(starts, 0.5) <= 4
 
 
 def test_budget_shared_with_rest_by_rate_limit_key(opend_sandbox: SandboxServer, monkeypatch: Any) -> None:
@@ -461,8 +469,16 @@ def test_test_connection(opend_hook_for: HookFactory, opend_sandbox: SandboxServ
 
 # -- lifecycle and the SDK's side effects (in a child interpreter: its own threads, sockets, $HOME) ----------
 
-LEAK_CHILD = """
-import json, os, sys, threading, time
+LIFECYCLE_CHILD = """
+import json, logging, os, signal, sys, threading
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record.getMessage())
+sdk_log = logging.getLogger("airflow_provider_shortint.opend.sdk")
+sdk_log.addHandler(Keep())
+sdk_log.setLevel(logging.INFO)  # read when futu is first imported: the SDK's INFO lines pass
+handler = signal.getsignal(signal.SIGINT)
 from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
 from airflow_provider_shortint.exceptions import ShortInterestServerError
 
@@ -492,67 +508,39 @@ for i in range(5):  # failed connections leave nothing behind either
         pass
 after = census()
 names = sorted(t.name for t in threading.enumerate())
-print(json.dumps({"before": before, "after": after, "threads": names}))
+print(json.dumps({
+    "before": before,
+    "after": after,
+    "threads": names,
+    "sigint_kept": signal.getsignal(signal.SIGINT) is handler,
+    "sdk_lines": sum(message.startswith("futu-api: ") and "Recv" in message for message in records),
+}))
+FutuOpenDHook("leak").get_latest("HK.00700")  # never closed: must not keep the process alive
 """
 
 
-def test_no_thread_or_socket_left_after_100_hooks(opend_sandbox: SandboxServer, tmp_path: Path) -> None:
-    refused = unused_port()
-    env = {
-        "AIRFLOW_CONN_LEAK": opend_conn(opend_sandbox.opend_port),
-        "AIRFLOW_CONN_REFUSED": opend_conn(refused, max_retries=0),
-        "HOME": str(tmp_path),
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-    }
-    result = run_child(LEAK_CHILD, env)  # also proves the child exits: no non-daemon SDK thread left
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["after"] == report["before"], report
-    assert report["before"][0] == 1 and report["threads"] == ["MainThread"]
-    assert opend_sandbox.stats()["by_transport"]["opend"] == 1 + 200
-
-
-HOME_CHILD = """
-import logging, signal, sys
-records = []
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append((record.name, record.getMessage()))
-sdk_log = logging.getLogger("airflow_provider_shortint.opend.sdk")
-sdk_log.addHandler(Keep())
-sdk_log.setLevel(logging.INFO)  # read when futu is first imported: the SDK's INFO lines pass
-handler = signal.getsignal(signal.SIGINT)
-from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
-from airflow_provider_shortint.exceptions import ShortInterestServerError
-hook = FutuOpenDHook("home")
-assert hook.get_latest("HK.00700")
-hook.close()
-try:
-    FutuOpenDHook("refused").get_page("HK.00700")
-except ShortInterestServerError:
-    pass
-assert signal.getsignal(signal.SIGINT) is handler, "futu replaced the SIGINT handler"
-assert any("futu-api: " in message and "Recv" in message for _, message in records), records
-FutuOpenDHook("home").get_latest("HK.00700")  # never closed: must not keep the process alive
-print("ok")
-"""
-
-
-def test_sdk_writes_nothing_in_home_and_logs_to_ours(opend_sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_lifecycle_no_thread_socket_or_file_left_and_the_sdks_log_in_ours(
+    opend_sandbox: SandboxServer, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    refused = unused_port()
     env = {
-        "AIRFLOW_CONN_HOME": opend_conn(opend_sandbox.opend_port),
-        "AIRFLOW_CONN_REFUSED": opend_conn(refused, max_retries=0),
+        "AIRFLOW_CONN_LEAK": opend_conn(opend_sandbox.opend_port),
+        "AIRFLOW_CONN_REFUSED": opend_conn(unused_port(), max_retries=0),
         "HOME": str(home),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
     }
-    result = run_child(HOME_CHILD, env)
+    result = run_child(LIFECYCLE_CHILD, env)  # also proves the child exits: no non-daemon SDK thread left
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
-    assert not re.search(r"\| \d+ \| \d+ \|", result.stdout)  # nothing from the SDK's console handler
-    assert list(home.rglob("*")) == []
+    report = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"before"')))
+    # 100 hooks and 5 refused connections: the same threads (MainThread only), sockets and descriptors.
+    assert report["after"] == report["before"], report
+    assert report["before"][0] == 1 and report["threads"] == ["MainThread"]
+    assert opend_sandbox.stats()["by_transport"]["opend"] == 1 + 200 + 1
+    assert report["sigint_kept"], "futu replaced the SIGINT handler"
+    assert report["sdk_lines"] >= 200  # the SDK's records reach our logger...
+    assert not re.search(r"\| \d+ \| \d+ \|", result.stdout)  # ...and nothing its console handler prints
+    assert list(home.rglob("*")) == []  # nor any file under $HOME
 
 
 def test_without_futu_a_clear_error_naming_the_extra(tmp_path: Path) -> None:
@@ -572,3 +560,124 @@ print(FutuOpenDHook("nofutu").test_connection())
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('pip install "airflow-provider-shortint[futu]"') == 2
     assert "(False," in result.stdout
+
+
+# -- futu-api internals relied on (docs/OPEND.md): one test each, failing loudly on an upgrade ------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("_default_inst", "the NetManager"),
+        ("_default_inst_lock", "a lock"),
+        ("_conn_map", "a dict"),
+        ("_req_queue", "a queue"),
+        ("_w_sock", "a socket"),
+        ("_close_all", "a method"),
+        ("_thread", "a thread"),
+        ("Thread._invoke_excepthook", "a function"),
+    ],
+)
+def test_internal_network_manager_attributes(opend_client: Any, name: str, kind: str) -> None:
+    import queue
+    import threading
+
+    from futu.common.network_manager import NetManager
+
+    manager = NetManager._default_inst  # the SDK's one network manager, in use by opend_client
+    checks: dict[str, Callable[[], bool]] = {
+        "_default_inst": lambda: isinstance(manager, NetManager) and NetManager.default() is manager,
+        "_default_inst_lock": lambda: hasattr(NetManager._default_inst_lock, "acquire"),
+        "_conn_map": lambda: isinstance(manager._conn_map, dict) and len(manager._conn_map) >= 1,
+        "_req_queue": lambda: isinstance(manager._req_queue, queue.Queue),
+        "_w_sock": lambda: isinstance(manager._w_sock, socket.socket),
+        "_close_all": lambda: callable(manager._close_all),
+        "_thread": lambda: isinstance(manager._thread, threading.Thread) and manager._thread.is_alive(),
+        "Thread._invoke_excepthook": lambda: callable(manager._thread._invoke_excepthook),
+    }
+    assert checks[name](), f"futu-api's NetManager {name} is no longer {kind}: see docs/OPEND.md"
+
+
+def test_internal_network_manager_runs_queued_work_in_its_thread(opend_client: Any) -> None:
+    import threading
+
+    from futu.common.network_manager import NetManager
+
+    from airflow_provider_shortint.transports.opend.sdk import network_internals_missing
+
+    manager = NetManager._default_inst
+    ran_in: list[threading.Thread] = []
+    done = threading.Event()
+    manager._req_queue.put(lambda: (ran_in.append(threading.current_thread()), done.set()))
+    manager._w_sock.send(b"1")
+    assert done.wait(10) and ran_in == [manager._thread]
+    assert network_internals_missing() == []
+
+
+def test_network_thread_and_its_sockets_stop_with_the_last_context(opend_hook_for: HookFactory) -> None:
+    from futu.common.network_manager import NetManager
+
+    hook = opend_hook_for()
+    assert hook.get_latest("HK.00700")
+    manager = NetManager._default_inst
+    assert len(manager._conn_map) == 1  # only this hook's connection uses it
+    thread, pair = manager._thread, (manager._r_sock, manager._w_sock)
+    hook.close()
+    assert not thread.is_alive() and NetManager._default_inst is None
+    assert all(sock is None or sock.fileno() == -1 for sock in pair) and manager._r_sock is None
+
+
+def test_internal_framing_helpers(futu_quiet: None) -> None:
+    import hashlib
+
+    import futu.common.utils as utils
+    from futu.common.constant import MESSAGE_HEAD_FMT
+    from futu.common.pb import InitConnect_pb2
+
+    from airflow_provider_shortint.sandbox import futu_sdk
+    from airflow_provider_shortint.sandbox.opend_wire import frame
+
+    assert MESSAGE_HEAD_FMT == "<1s1sI2B2I20s8s" and utils.get_message_head_len() == 44
+    body = InitConnect_pb2.Response(retType=-1, retMsg="refused").SerializeToString()
+    raw = frame(futu_sdk.load(), 1001, 0, 7, body)
+    head = utils.parse_head(raw[:44])
+    assert (head["head_1"], head["proto_id"], head["serial_no"], head["body_len"]) == (
+        b"F",
+        1001,
+        7,
+        len(body),
+    )
+    assert head["sha20"] == hashlib.sha1(body).digest() and head["proto_fmt_type"] == 0
+    ret, _, plain = utils.decrypt_rsp_body(raw[44:], head, 0, False)
+    answer = utils.binary2pb(plain, 1001, head["proto_fmt_type"])
+    assert ret == 0 and (answer.retType, answer.retMsg) == (-1, "refused")
+
+
+def test_internal_logger_and_callbacks(futu_quiet: None) -> None:
+    import inspect
+    import logging
+
+    import futu
+
+    ftlog = futu.logger
+    assert isinstance(ftlog.file_logger, logging.Logger) and callable(ftlog.enable_console_log)
+    assert isinstance(ftlog.fileHandler, logging.FileHandler)  # opened at import: hence the throwaway HOME
+    assert not any(isinstance(h, logging.FileHandler) for h in ftlog.file_logger.handlers)  # ours removed it
+    assert ftlog.file_level == logging.WARNING and ftlog.console_level == logging.WARNING
+    parameters = {
+        name: list(inspect.signature(getattr(futu.OpenQuoteContext, name)).parameters)
+        for name in ("on_api_socket_reconnected", "on_connect", "on_disconnect")
+    }
+    assert parameters == {
+        "on_api_socket_reconnected": ["self"],
+        "on_connect": ["self", "conn_id", "conn_info"],
+        "on_disconnect": ["self", "conn_id", "reason", "msg"],
+    }
+
+
+def test_internal_sdk_request_timeout_is_not_below_ours(opend_client: Any) -> None:
+    from airflow_provider_shortint.transports.opend.settings import SDK_MAX_TIMEOUT
+
+    # futu-api ends an unanswered request after _query_timeout s: the provider's timeout (at most
+    # SDK_MAX_TIMEOUT) must end it first, so the relay's reason is the one reported.
+    assert opend_client._query_timeout >= SDK_MAX_TIMEOUT
