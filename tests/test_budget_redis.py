@@ -378,8 +378,7 @@ def test_eviction_never_reads_as_an_empty_window(
 ) -> None:
     """Redis at ``maxmemory`` with ``allkeys-random``, other keys filling it: our budget key is evicted
     again and again while 3 limiters x 2 threads take slots for requests of 0-0.1 s; each eviction reads
-    as a new budget (a period's wait), so no window of ``period`` ever sees more than ``calls`` starts.
-    (With the window, its leases and its birth mark in three keys, this run saw 6 starts for 4.)"""
+    as a new budget (a period's wait), so no window of ``period`` ever sees more than ``calls`` starts."""
     db, calls, period, rounds = 5, 4, 0.3, 3
     conn_id = conn_for_db(redis_server, monkeypatch, db)
     client = redis_server.client(db)
