@@ -9,10 +9,15 @@
    sandbox's OpenD door, time-scaled to 30 calls / 1.5 s on the server and on the connection. From the
    server's admitted-request timestamps: steady-state use = period / mean(t[i] - t[i-30]) (goal >= 0.97),
    the most requests in any window (<= 30), and "request too frequent" refusals (goal 0).
+3. Byte bound. A hostile gateway (tests/_fixtures_opend_hostile.py) answers with a frame that declares
+   2 GiB and streams 256 MiB of it (64 with --quick) before closing. Peak RSS growth of one request, in a
+   fresh process per variant (``_util.measure_peak``): the hook (goal: below the frame cap + 64 MiB)
+   against a bare futu-api ``get_short_interest`` on the same gateway (which buffers what is streamed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -176,6 +181,57 @@ def budget(report: Report, quick: bool) -> None:
     )
 
 
+def byte_bound(report: Report, quick: bool) -> None:
+    from airflow_provider_shortint.transports.opend.link import MAX_FRAME_BYTES
+    from bench._util import mib, peak_memory
+    from tests._fixtures_opend_hostile import HostileGateway
+
+    streamed = (64 if quick else 256) * 2**20
+    gateway = HostileGateway()
+    try:
+        gateway.behave(answer="huge", only="00005", stream_limit=streamed)
+        hook = peak_memory("bench.opend", "hook", str(gateway.port))["rss_growth"]
+        bare = peak_memory("bench.opend", "bare", str(gateway.port))["rss_growth"]
+    finally:
+        gateway.close()
+    bound = MAX_FRAME_BYTES + 64 * 2**20
+    report.add(
+        f"declared 2 GiB frame ({streamed >> 20} MiB streamed): peak RSS growth",
+        f"{mib(hook)} hook",
+        f"{mib(bare)} bare SDK",
+        f"{hook / bare:.4f}",
+        f"< {mib(bound)}",
+        hook < bound,
+    )
+
+
+def _memory(variant: str, port: int) -> None:
+    """``python -m bench.opend --memory hook|bare PORT``: one request for the hostile frame, warmed up
+    first; prints the peak memory of that request (one JSON line)."""
+    from airflow_provider_shortint.exceptions import ShortInterestResponseError
+    from airflow_provider_shortint.hooks.futu_opend import FutuOpenDHook
+    from airflow_provider_shortint.transports.opend.sdk import load_futu
+    from bench._util import measure_peak
+
+    quiet_logs()
+    conn_id = register_opend("opend_bench_hostile", port, max_retries=3, timeout=5)
+    warm = FutuOpenDHook(conn_id)
+    for _ in range(3):
+        warm.get_page(SYMBOL, count=3)
+    warm.close()
+    with measure_peak() as peak:
+        if variant == "hook":
+            hook = FutuOpenDHook(conn_id)
+            with contextlib.suppress(ShortInterestResponseError):  # the frame cap: as expected
+                hook.get_page("HK.00005", count=PAGE)
+            hook.close()
+        else:
+            ctx = load_futu().OpenQuoteContext(host="127.0.0.1", port=port)
+            ctx.get_short_interest("HK.00005", num=PAGE)
+            ctx.close()
+    print(json.dumps(peak))
+
+
 def run(quick: bool = False) -> Report:
     quiet_logs()
     report = Report(
@@ -183,8 +239,12 @@ def run(quick: bool = False) -> Report:
     )
     overhead(report, quick)
     budget(report, quick)
+    byte_bound(report, quick)
     return report
 
 
 if __name__ == "__main__":
-    print(run().render())
+    if sys.argv[1:2] == ["--memory"]:
+        _memory(sys.argv[2], int(sys.argv[3]))
+    else:
+        print(run().render())
