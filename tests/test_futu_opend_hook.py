@@ -608,7 +608,12 @@ def test_internal_network_manager_runs_queued_work_in_its_thread(opend_client: A
     manager = NetManager._default_inst
     ran_in: list[threading.Thread] = []
     done = threading.Event()
-    manager._req_queue.put(lambda: (ran_in.append(threading.current_thread()), done.set()))
+
+    def work() -> None:
+        ran_in.append(threading.current_thread())
+        done.set()
+
+    manager._req_queue.put(work)
     manager._w_sock.send(b"1")
     assert done.wait(10) and ran_in == [manager._thread]
     assert network_internals_missing() == []

@@ -172,16 +172,15 @@ def test_cancelled_watcher_leaves_no_thread(
     asyncio.run(BaseHook.aget_connection("watched_opend"))  # Airflow's own lookup thread, started once
     before = our_threads()
 
-    import airflow_provider_shortint.triggers.short_interest as triggers
+    from airflow_provider_shortint.triggers.poll import open_hook as real_open_hook
 
     hooks: list[Any] = []
-    real_open_hook = triggers.open_hook
 
     async def open_hook(conn_id: str) -> Any:  # the real hook, remembered to see its requests
         hooks.append(await real_open_hook(conn_id))
         return hooks[-1]
 
-    monkeypatch.setattr(triggers, "open_hook", open_hook)
+    monkeypatch.setattr("airflow_provider_shortint.triggers.short_interest.open_hook", open_hook)
 
     def polled() -> bool:  # a poll took its budget slot: it is in flight, or it has failed
         return any(hook.requests_made for hook in hooks)
