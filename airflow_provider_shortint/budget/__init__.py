@@ -1,4 +1,4 @@
-"""The request budget (DESIGN.md §9): at most ``calls`` requests in any ``period`` for one account.
+"""The request budget (DESIGN.md §9, docs/BUDGET.md): at most ``calls`` requests per ``period`` per account.
 
 ``window`` holds the sliding window in memory (the threads of one process); ``file_window`` keeps it in a
 locked file (the processes of one machine), ``redis_window`` in Redis (every machine). :func:`shared_limiter`
