@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import operator
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
@@ -36,26 +37,75 @@ def history_page_bound(market: Market, page_size: int) -> int:
 
 def is_last(next_key: object) -> bool:
     """True when ``next_key`` as sent by the server says there is no further page."""
-    return next_key in END_MARKERS
+    return next_key is None or (isinstance(next_key, str) and next_key in END_MARKERS)
 
 
 def validate_count(count: object, name: str, maximum: int) -> int:
-    """``count`` must be an int in 1..``maximum`` (the transport's largest page; REST: 90); checked before
-    any request is spent."""
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= maximum:
-        raise InvalidParameterError(f"{name} must be an integer from 1 to {maximum}, got {count!r}")
-    return count
+    """``count`` as an ``int`` in 1..``maximum`` (the transport's largest page; REST: 90), checked before
+    any request is spent. Any integral type is taken (``operator.index``: ``numpy.int64(30)`` too);
+    booleans, floats and strings are refused."""
+    value: int | None = None
+    if not isinstance(count, bool):
+        try:
+            value = operator.index(count)  # type: ignore[arg-type]
+        except TypeError:
+            value = None
+    if value is None or not 1 <= value <= maximum:
+        raise InvalidParameterError(f"{name} must be an integer from 1 to {maximum}, got {shown(count, 60)}")
+    return value
+
+
+#: Longest ``next_key`` accepted, from a caller or from a server (the API's keys are a few dozen
+#: characters; a longer one would only make the request line too long for the server).
+MAX_NEXT_KEY_LENGTH = 1024
+
+
+def _key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent as a ``next_key`` (too long, not printable), or None."""
+    if len(key) > MAX_NEXT_KEY_LENGTH:
+        return f"it has {len(key):,} characters, more than the {MAX_NEXT_KEY_LENGTH:,} allowed"
+    if not key.isprintable():
+        return "it contains a line break or another control or non-printable character"
+    return None
 
 
 def checked_next_key(next_key: object) -> str | None:
-    """The one ``next_key`` rule of both hooks: None or "" ask for the newest page; a key a page returned
-    is sent as is; "-1" (the SDK's end marker) or a non-string raises."""
+    """The one ``next_key`` rule of both hooks for a caller's key: None or "" ask for the newest page; a
+    key a page returned is sent as is; "-1" (the SDK's end marker), a non-string, a key longer than
+    :data:`MAX_NEXT_KEY_LENGTH` or with a control character raises, before any request."""
     if next_key is None or next_key == "":
         return None
     if not isinstance(next_key, str) or is_last(next_key):
         raise InvalidParameterError(
             f"next_key must be a key returned by a previous page, got {shown(next_key)} "
             "(that value marks the last page)"
+        )
+    problem = _key_problem(next_key)
+    if problem is not None:
+        raise InvalidParameterError(
+            f"next_key must be a key returned by a previous page (at most {MAX_NEXT_KEY_LENGTH:,} "
+            f"printable characters), got {shown(next_key, 40)}: {problem}"
+        )
+    return next_key
+
+
+def server_next_key(symbol: str, next_key: object) -> str | None:
+    """A ``next_key`` as a server returned it: None on the last page (absent, "" or "-1"), else the key,
+    which must be a string that can be sent back (same bound as :func:`checked_next_key`), else
+    ``ShortInterestResponseError``."""
+    if next_key is None:
+        return None
+    if not isinstance(next_key, str):
+        raise ShortInterestResponseError(
+            f"{symbol}: next_key is not a string: {shown(next_key)}", symbol=symbol
+        )
+    if is_last(next_key):
+        return None
+    problem = _key_problem(next_key)
+    if problem is not None:
+        raise ShortInterestResponseError(
+            f"{symbol}: the server's next_key {shown(next_key, 40)} cannot be sent back: {problem}",
+            symbol=symbol,
         )
     return next_key
 
