@@ -4,6 +4,8 @@ Unlike the sandbox it keeps no contract: a behaviour is a function ``(conn, requ
 raw bytes (drip-fed headers or bodies, gzip bombs, endless pages, echoed tokens). Every loop is bounded
 in count and time (``MAX_SECONDS``) and stops when the server stops; the server counts requests,
 connections and the bytes each behaviour managed to send before the client went away.
+:class:`RequestLog` shows the same requests from the client's side (an aiohttp ``TraceConfig`` given to
+the hook): URLs, headers, connections opened.
 """
 
 from __future__ import annotations
@@ -211,6 +213,32 @@ def gzip_bomb(inflated: int) -> bytes:
     parts = [inner.compress(block) for _ in range(inflated // len(block))]
     parts.append(inner.flush())
     return gzip.compress(b"".join(parts), 9)
+
+
+class RequestLog:
+    """What the hook's session sent, seen by the client (pass ``trace`` as the hook's ``trace_configs``)."""
+
+    def __init__(self) -> None:
+        import aiohttp
+
+        self.urls: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.connections = 0  # new connections opened (keep-alive reuses them)
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_start.append(self._started)
+        self.trace.on_connection_create_end.append(self._connected)
+
+    async def _started(self, session: Any, context: Any, params: Any) -> None:
+        self.urls.append(str(params.url))
+        self.headers.append(dict(params.headers))
+
+    async def _connected(self, session: Any, context: Any, params: Any) -> None:
+        self.connections += 1
+
+
+@pytest.fixture
+def request_log() -> RequestLog:
+    return RequestLog()
 
 
 @pytest.fixture

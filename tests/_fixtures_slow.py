@@ -31,6 +31,7 @@ class DripServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified whenever a connection opens or closes
         self._clients: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self.accepted = 0  # connections accepted so far
@@ -44,13 +45,9 @@ class DripServer:
             return len(self._clients)
 
     def wait_for_open(self, count: int, limit: float = 20.0) -> bool:
-        """Wait (at most ``limit`` s) until ``count`` connections are open at once."""
-        end = time.monotonic() + limit
-        while self.open_connections < count:
-            if time.monotonic() > end:
-                return False
-            time.sleep(0.02)
-        return True
+        """Wait until ``count`` connections are open at once (``limit`` s only guards against a hang)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._clients) >= count, timeout=limit)
 
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
@@ -60,10 +57,11 @@ class DripServer:
                 continue
             except OSError:
                 return
-            with self._lock:
+            with self._changed:
                 self._clients.add(client)
                 self.accepted += 1
                 self.max_open = max(self.max_open, len(self._clients))
+                self._changed.notify_all()
             thread = threading.Thread(target=self._drip, args=(client,), name="drip-client", daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -84,8 +82,9 @@ class DripServer:
         except OSError:
             pass
         finally:
-            with self._lock:
+            with self._changed:
                 self._clients.discard(client)
+                self._changed.notify_all()
             with contextlib.suppress(OSError):
                 client.close()
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
+import gc
 import json
 import logging
+import pickle
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +27,7 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
+from tests._fixtures_hostile import RequestLog
 from tests._helpers import MALFORMED, max_in_window
 
 HookFactory = Callable[..., ShortInterestHook]
@@ -291,11 +297,16 @@ def test_server_429_when_client_budget_too_loose(use_conn: Callable[..., str]) -
 # -- connection and secrets ----------------------------------------------------------------------------
 
 
-def test_token_sent_and_never_leaked(use_conn: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
+def test_token_sent_and_never_leaked(
+    use_conn: Callable[..., str], caplog: pytest.LogCaptureFixture, request_log: RequestLog
+) -> None:
     token = "s3cr3t-T0KEN-value"
     caplog.set_level(logging.DEBUG)
     with SandboxServer(SandboxConfig(rate_limit_calls=0, token=token)) as server:
-        good = ShortInterestHook(shortint_conn_id=use_conn(server.url, conn_id="ctok", password=token))
+        good = ShortInterestHook(
+            shortint_conn_id=use_conn(server.url, conn_id="ctok", password=token),
+            trace_configs=[request_log.trace],
+        )
         assert good.get_page("HK.00700", count=1).items
         messages: list[str] = []
         for symbol in ("HK.99999", "US.HTML", "SH.600000"):
@@ -317,8 +328,16 @@ def test_token_sent_and_never_leaked(use_conn: Callable[..., str], caplog: pytes
         messages.append(message)
     assert all(token not in text for text in messages)
     assert token not in caplog.text and all(token not in r.getMessage() for r in caplog.records)
-    assert good.get_conn().headers["Authorization"] == f"Bearer {token}"
-    assert token not in repr(good.settings)
+    # The token travels in the Authorization header of every request, and nowhere else.
+    assert request_log.headers and all(h["Authorization"] == f"Bearer {token}" for h in request_log.headers)
+    assert all(token not in url for url in request_log.urls)
+    settings = good.settings
+    shown = [repr(settings), str(settings), repr(dataclasses.asdict(settings)), f"{settings.token}"]
+    assert all(token not in text for text in shown) and "***" in repr(dataclasses.asdict(settings))
+    assert settings.token is not None and settings.token.reveal() == token
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(settings)
+    good.close()
 
 
 @pytest.mark.parametrize(
@@ -353,11 +372,171 @@ def test_host_and_port_forms(monkeypatch: pytest.MonkeyPatch, sandbox: SandboxSe
         ShortInterestHook(shortint_conn_id="cnohost").get_latest("US.AAPL")
 
 
-def test_session_reused(hook_for: HookFactory) -> None:
-    hook = hook_for()
-    session = hook.get_conn()
+def test_one_session_kept_alive_across_pages_and_symbols(
+    sandbox: SandboxServer, use_conn: Callable[..., str], request_log: RequestLog
+) -> None:
+    """Every page of two symbols' histories goes over one connection of the hook's one session."""
+    hook = ShortInterestHook(
+        shortint_conn_id=use_conn(sandbox.url, conn_id="ckeep"), trace_configs=[request_log.trace]
+    )
+    client = hook.get_conn()
     hook.get_history("HK.00700")
-    assert hook.get_conn() is session
+    session = client.session
+    hook.get_history("US.AAPL", page_size=30)
+    assert hook.get_conn() is client and client.session is session is not None
+    assert len(request_log.urls) == sandbox.stats()["requests"] == hook.requests_made > 5
+    assert request_log.connections == 1
+    hook.close()
+    assert client.closed and client.session is None
+
+
+def _our_sockets(port: int) -> list[Any]:
+    import psutil
+
+    return [c for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port]
+
+
+def test_close_leaves_nothing_behind_and_the_hook_works_again(
+    sandbox: SandboxServer, use_conn: Callable[..., str]
+) -> None:
+    """close() ends the session's sockets, its event loop and any thread of it; the next call opens anew."""
+    before = set(threading.enumerate())
+    hook = ShortInterestHook(shortint_conn_id=use_conn(sandbox.url, conn_id="cclose"))
+    assert hook.get_latest("HK.00700") is not None
+    assert len(_our_sockets(sandbox.port)) == 1  # kept alive between calls
+    client = hook.get_conn()
+    hook.close()
+    assert client.closed and _our_sockets(sandbox.port) == []
+    assert {t for t in threading.enumerate() if t.is_alive()} - before <= {
+        t for t in threading.enumerate() if t.name.endswith("(process_request_thread)")
+    }  # only the sandbox's handler of the closed connection, which ends on its own
+    assert hook.get_latest("US.AAPL") is not None and hook.get_conn() is not client
+    hook.close()
+    hook.close()  # closing twice is harmless
+    assert _our_sockets(sandbox.port) == []
+
+
+def test_an_unclosed_hook_is_closed_when_collected(
+    sandbox: SandboxServer, use_conn: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook dropped without close() (a notebook's habit) releases its socket when it is collected,
+    without aiohttp's "Unclosed client session" complaint."""
+    hook = ShortInterestHook(shortint_conn_id=use_conn(sandbox.url, conn_id="cdrop"))
+    assert hook.get_latest("HK.00700") is not None
+    assert len(_our_sockets(sandbox.port)) == 1
+    del hook
+    gc.collect()
+    assert _our_sockets(sandbox.port) == []
+    assert "Unclosed" not in caplog.text
+
+
+def test_hook_from_any_thread_without_a_running_loop(
+    sandbox: SandboxServer, use_conn: Callable[..., str]
+) -> None:
+    """The synchronous methods work from a plain thread and from asyncio.to_thread (as the triggers call
+    them); inside a running event loop they refuse with one clear sentence; close() works from anywhere."""
+    hook = ShortInterestHook(shortint_conn_id=use_conn(sandbox.url, conn_id="cthreads"))
+    found: list[Any] = []
+    worker = threading.Thread(target=lambda: found.append(hook.get_latest("HK.00700")))
+    worker.start()
+    worker.join(timeout=30)
+    assert found and found[0]["trade_date"] == dt.date(2026, 5, 15)
+
+    async def from_a_coroutine() -> tuple[Any, str]:
+        latest = await asyncio.to_thread(hook.get_latest, "US.AAPL")
+        with pytest.raises(RuntimeError, match="cannot run inside a running event loop") as refused:
+            hook.get_latest("US.AAPL")
+        hook.close()  # from the loop's own thread: closed in a helper thread
+        return latest, str(refused.value)
+
+    latest, refusal = asyncio.run(from_a_coroutine())
+    assert latest is not None and "asyncio.to_thread" in refusal
+    assert hook.get_conn().closed is False and _our_sockets(sandbox.port) == []
+    assert hook.requests_made == sandbox.stats()["requests"] == 2
+
+
+# -- inputs checked before any request ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conn_id", [None, "", "   "])
+def test_missing_connection_id_is_the_providers_error(conn_id: Any) -> None:
+    from airflow_provider_shortint.hooks.base import ahook_for
+    from airflow_provider_shortint.hooks.base import hook_for as base_hook_for
+
+    pattern = "connection id must name an Airflow connection"
+    with pytest.raises(InvalidParameterError, match=pattern):
+        ShortInterestHook(shortint_conn_id=conn_id)
+    with pytest.raises(InvalidParameterError, match=pattern):
+        base_hook_for(conn_id)
+    with pytest.raises(InvalidParameterError, match=pattern):
+        asyncio.run(ahook_for(conn_id))
+
+
+def test_integral_counts_of_any_type(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    """numpy integers are integers (operator.index); numpy booleans and floats are not."""
+    import numpy as np
+
+    hook = hook_for()
+    assert len(hook.get_page("HK.00700", count=np.int64(3)).items) == 3
+    assert len(hook.get_history("US.AAPL", since="2026-01-01", page_size=np.int32(5))) == 9
+    _, hk_df = hook.get_short_interest("HK.00700", num=np.uint8(2))
+    assert len(hk_df) == 2
+    requests = sandbox.stats()["requests"]
+    for bad in (np.True_, np.float64(30.0), np.int64(91), np.int64(0)):
+        with pytest.raises(InvalidParameterError, match="count must be an integer from 1 to 90"):
+            hook.get_page("HK.00700", count=bad)
+    assert sandbox.stats()["requests"] == requests
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        pytest.param("abc\r\nX-Evil: 1", "control or non-printable", id="crlf"),
+        pytest.param("abc\x00", "control or non-printable", id="nul"),
+        pytest.param("abc\u2028", "control or non-printable", id="line-separator"),
+        pytest.param("\ud800", "control or non-printable", id="lone-surrogate"),
+        pytest.param("k" * 1025, "1,025 characters, more than the 1,024 allowed", id="1025-chars"),
+        pytest.param("k" * 100_000, "100,000 characters", id="100-KB"),
+    ],
+)
+def test_bad_next_key_from_the_caller_spends_no_request(
+    hook_for: HookFactory, sandbox: SandboxServer, key: str, reason: str
+) -> None:
+    hook = hook_for()
+    for call in (
+        lambda: hook.get_page("HK.00700", next_key=key),
+        lambda: hook.get_short_interest("HK.00700", next_key=key),
+    ):
+        with pytest.raises(InvalidParameterError, match=reason) as caught:
+            call()
+        assert len(caught.value.message) < 300 and "\n" not in caught.value.message
+    assert sandbox.stats()["requests"] == 0 == hook.requests_made
+
+
+def test_next_key_at_the_bound_is_sent(hook_for: HookFactory, sandbox: SandboxServer) -> None:
+    """1,024 printable characters (any script) reach the server, which refuses the unknown key (-3)."""
+    with pytest.raises(InvalidParameterError, match="next_key") as caught:
+        hook_for().get_page("HK.00700", next_key="ключ" * 256)
+    assert caught.value.ret_code == -3 and sandbox.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        pytest.param("k" * 1025, "1,025 characters", id="too-long"),
+        pytest.param("next\r\nkey", "control or non-printable", id="crlf"),
+    ],
+)
+def test_bad_next_key_from_the_server_is_refused(
+    hook_for: HookFactory, sandbox: SandboxServer, key: str, reason: str
+) -> None:
+    body = {"ret_code": 0, "data": {"items": [], "next_key": key}}
+    sandbox.enqueue(body=json.dumps(body))
+    with pytest.raises(
+        ShortInterestResponseError, match=rf"server's next_key .* cannot be sent back: .*{reason}"
+    ):
+        hook_for().get_page("HK.00700")
+    assert sandbox.stats()["requests"] == 1
 
 
 # -- SDK parity ----------------------------------------------------------------------------------------

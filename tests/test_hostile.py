@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
     InvalidSymbolError,
     RejectedSymbolsError,
     ShortInterestConnectionError,
@@ -128,25 +129,28 @@ def bomb() -> bytes:
 
 
 def test_gzip_bomb_stops_at_the_cap(hostile: HostileServer, hook_on: HookFactory, bomb: bytes) -> None:
-    hostile.behave(respond(200, bomb, {"Content-Encoding": "gzip, gzip"}))
     hook = hook_on(hostile.url, max_retries=3)
-    hook.get_conn()  # the session exists before measuring
+    hostile.behave(respond(200, envelope([])))
+    hook.get_page("HK.00700", count=5)  # the session, its loop and the imports exist before measuring
+    hostile.behave(respond(200, bomb, {"Content-Encoding": "gzip, gzip"}))
     error, peak = failure_and_peak(lambda: hook.get_page("HK.00700", count=5), "inflates to more than")
     assert len(bomb) < MAX_RESPONSE_BYTES < 256 * 1024 * 1024
     assert peak < 4 * MAX_RESPONSE_BYTES, f"peak {peak:,} bytes"
-    assert len(hostile.requests) == 1 and hook.requests_made == 1  # a malformed answer is not retried
+    assert len(hostile.requests) == 2 and hook.requests_made == 2  # a malformed answer is not retried
     assert "limit is 2,097,152 bytes" in error.message
 
 
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_page_of_a_million_items(hostile: HostileServer, hook_on: HookFactory, framing: str) -> None:
     body = json.dumps({"ret_code": 0, "data": {"items": [{}] * 1_000_000, "next_key": "-1"}}).encode()
-    hostile.behave(chunked(200, body) if framing == "chunked" else respond(200, body))
     hook = hook_on(hostile.url)
+    hostile.behave(respond(200, envelope([])))
+    hook.get_page("HK.00700", count=30)  # warm: only the hostile answer is measured
+    hostile.behave(chunked(200, body) if framing == "chunked" else respond(200, body))
     error, peak = failure_and_peak(lambda: hook.get_page("HK.00700", count=30), "response too large")
     assert peak < 4 * MAX_RESPONSE_BYTES, f"peak {peak:,} bytes"
     expected = "announces" if framing == "content-length" else "more than 2,097,152 bytes arrived"
-    assert expected in error.message and hook.requests_made == 1
+    assert expected in error.message and hook.requests_made == 2
 
 
 def test_more_items_than_asked_for(hostile: HostileServer, hook_on: HookFactory) -> None:
@@ -495,3 +499,109 @@ def test_test_connection_does_not_wait_for_a_busy_budget(
     ok, message = hook.test_connection()  # the one slot of this budget is used for 10 minutes
     assert not ok and message.startswith("request budget busy (full, 1 used in the last period")
     assert len(hostile.requests) == 1 == hook.requests_made and slept == []
+
+
+# -- Airflow's Test button: a temporary connection id is never named --------------------------------------
+
+TEMPORARY_ID = "4B7AXTgr"  # what Airflow's UI gives the connection it tests
+
+
+@pytest.mark.parametrize(
+    ("case", "phrase"),
+    [
+        ("bad-extra", "this connection: extra 'timeout' has an invalid value"),
+        ("no-host", "this connection has no host"),
+        ("refused-token", "refused the API token (check the password of this connection)"),
+        ("redirect", "set the host of this connection to the API's final base URL"),
+        ("unresolvable", "check the host of this connection"),
+        ("untrusted-cert", "set verify_ssl false on this connection"),
+        ("http-on-https", "Use http:// in the host of this connection"),
+    ],
+)
+def test_test_connection_names_no_temporary_id(
+    hostile: HostileServer,
+    hostile_tls: HostileServer,
+    use_conn: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    phrase: str,
+) -> None:
+    """While test_connection probes, messages say "this connection"; the same failure outside it names
+    the connection's id."""
+    hostile.behave(respond(401, b"{}"))
+    if case == "redirect":
+        hostile.behave(respond(302, b"", {"Location": "https://elsewhere.example/"}))
+    hostile_tls.behave(respond(200, envelope([])))
+    url = {
+        "unresolvable": "http://no-such-host.invalid",
+        "untrusted-cert": hostile_tls.url,
+        "http-on-https": hostile.url.replace("http://", "https://"),
+    }.get(case, hostile.url)
+    extra: dict[str, Any] = {"timeout": "soon"} if case == "bad-extra" else {}
+    use_conn(url, conn_id=TEMPORARY_ID, password=TOKEN, max_retries=0, **extra)
+    if case == "no-host":
+        monkeypatch.setenv(f"AIRFLOW_CONN_{TEMPORARY_ID.upper()}", json.dumps({"conn_type": "shortint"}))
+    ok, message = ShortInterestHook(shortint_conn_id=TEMPORARY_ID).test_connection()
+    assert not ok and phrase in message, message
+    assert TEMPORARY_ID not in message and TEMPORARY_ID.lower() not in message.lower()
+    with pytest.raises(ShortInterestError) as caught:
+        ShortInterestHook(shortint_conn_id=TEMPORARY_ID).get_latest("HK.00700")
+    assert phrase.replace("this connection", f"connection {TEMPORARY_ID!r}") in caught.value.message
+
+
+# -- proxies from the environment, as other HTTP clients read them ----------------------------------------
+
+
+def test_proxy_from_the_environment(
+    hostile: HostileServer, hook_on: HookFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY sends the request through the proxy (absolute URL in the request line, token in the
+    header only); NO_PROXY naming the host bypasses it (here: a name that does not resolve)."""
+    hostile.behave(respond(200, envelope([item("HK.00700", dt.date(2026, 5, 15))])))
+    monkeypatch.setenv("HTTP_PROXY", hostile.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    hook = hook_on("http://api.example.invalid:8080", password=TOKEN)
+    assert hook.get_latest("HK.00700") is not None
+    (seen,) = hostile.requests
+    assert seen.target.startswith("http://api.example.invalid:8080/v1/quote/HK.00700/short-selling/")
+    assert seen.headers["authorization"] == f"Bearer {TOKEN}" and TOKEN not in seen.target
+    hook.close()
+    monkeypatch.setenv("NO_PROXY", "api.example.invalid")
+    bypassing = hook_on("http://api.example.invalid:8080", max_retries=0)
+    with pytest.raises(ShortInterestConnectionError, match="cannot resolve the host"):
+        bypassing.get_latest("HK.00700")
+    assert len(hostile.requests) == 1
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1080")
+    socks = hook_on("http://api.example.invalid:8080")
+    with pytest.raises(InvalidParameterError, match=r"speaks only to http\(s\) proxies") as caught:
+        socks.get_latest("HK.00700")
+    assert "pw" not in caught.value.message and socks.requests_made == 0
+
+
+def test_tls_session_closes_its_sockets(hostile_tls: HostileServer, hook_on: HookFactory) -> None:
+    """Over TLS too, the hook keeps its connection alive between calls and close() leaves no socket."""
+    import psutil
+
+    def ours() -> list[Any]:
+        conns = psutil.Process().net_connections("tcp")
+        return [c for c in conns if c.raddr and c.raddr.port == hostile_tls.port]
+
+    body = envelope([])
+
+    def keep_alive(conn: socket.socket, request: Request, server: HostileServer) -> None:
+        head_lines = (
+            f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        server.write(conn, head_lines.encode() + body)
+        conn.recv(1)  # holds the connection until the client closes it (or the 5-s socket timeout)
+
+    hostile_tls.behave(keep_alive)
+    hook = hook_on(hostile_tls.url, verify_ssl=False)
+    assert hook.get_latest("HK.00700") is None
+    assert len(ours()) == 1  # kept alive
+    hook.close()
+    assert ours() == [] and hook.get_conn().session is None

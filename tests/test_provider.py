@@ -11,7 +11,6 @@ import jsonschema
 from airflow_provider_shortint import __version__
 from airflow_provider_shortint.get_provider_info import get_provider_info
 from airflow_provider_shortint.transports.rest.settings import RestSettings
-from tests.conftest import AirflowHome
 
 
 def test_provider_info_matches_airflow_schema() -> None:
@@ -60,8 +59,9 @@ def test_extras_declared_once_drive_form_and_reading() -> None:
         read(rate_limit_redis_conn_id="no spaces allowed")
 
 
-def test_declared_modules_import_without_pandas_or_pyarrow() -> None:
-    """Every module the provider declares imports cleanly, and none pulls pandas/pyarrow in at import."""
+def test_declared_modules_import_without_heavy_dependencies() -> None:
+    """Every module the provider declares imports cleanly, and none pulls pandas, pyarrow or the HTTP
+    client in at import (the DAG processor imports them on every parse)."""
     import subprocess
     import sys
 
@@ -75,20 +75,23 @@ def test_declared_modules_import_without_pandas_or_pyarrow() -> None:
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp', 'requests') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_airflow_cli_lists_provider_and_hook(airflow_home: AirflowHome) -> None:
-    providers = airflow_home.airflow("providers", "list", "--output", "json")
-    assert providers.returncode == 0, providers.stderr[-2000:]
-    listed = {p["package_name"]: p for p in json.loads(providers.stdout)}
-    assert listed["airflow-provider-shortint"]["version"] == __version__
-    hooks = airflow_home.airflow("providers", "hooks", "--output", "json")
-    assert hooks.returncode == 0, hooks.stderr[-2000:]
-    by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout)}
-    assert by_type["shortint"]["class"] == "airflow_provider_shortint.hooks.short_interest.ShortInterestHook"
-    assert by_type["shortint"]["conn_id_attribute_name"] == "shortint_conn_id"
+def test_airflow_lists_provider_and_hooks() -> None:
+    """What ``airflow providers list`` / ``providers hooks`` show, read in process from the managers the
+    CLI and the workers use: the distribution's entry point gives both connection types their hook."""
+    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    assert ProvidersManager().providers["airflow-provider-shortint"].version == __version__
+    hooks = ProvidersManagerTaskRuntime().hooks
+    rest, opend = hooks["shortint"], hooks["futu_opend"]
+    assert rest is not None and opend is not None
+    assert rest.hook_class_name == "airflow_provider_shortint.hooks.short_interest.ShortInterestHook"
+    assert rest.connection_id_attribute_name == "shortint_conn_id" and rest.connection_testable
+    assert opend.hook_class_name == "airflow_provider_shortint.hooks.futu_opend.FutuOpenDHook"

@@ -10,15 +10,14 @@ leaked anywhere, the search for the right one finds it too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import pickle
 import secrets
 import socket
 import sqlite3
-import subprocess
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +35,8 @@ from airflow_provider_shortint.exceptions import (
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 from airflow_provider_shortint.sandbox import SandboxServer
-from tests.conftest import VENV_BIN, AirflowHome, conn_uri
+from tests._fixtures_hostile import RequestLog
+from tests.conftest import AirflowHome, conn_uri
 
 TOKEN = f"tok-{secrets.token_hex(12)}"
 WRONG = f"{TOKEN}-wrong"  # contains TOKEN: a leak of the wrong token is found by the same search
@@ -117,40 +117,32 @@ def test_token_nowhere_after_dags_under_airflow(
     out, lake = tmp_path / "xcom.json", tmp_path / "lake"
     airflow_home.add_dag(DAG_SOURCE.format(out=str(out), lake=str(lake)), "shortint_secrets.py")
     env = {
-        **airflow_home.env,
         "AIRFLOW_CONN_SHORTINT_DEFAULT": conn_uri(sandbox.url, password=TOKEN),
         "AIRFLOW_CONN_SHORTINT_WRONG": conn_uri(sandbox.url, password=WRONG),
         "AIRFLOW_CONN_SHORTINT_DEAD": conn_uri(
             f"http://127.0.0.1:{free_port()}", password=TOKEN, max_retries=1
         ),
     }
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "airflow"), "dags", "test", "shortint_secrets"],
-        env=env,
-        cwd=airflow_home.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
     published: list[str] = []
+    stop = threading.Event()
 
     def publish_when_the_trigger_polls() -> None:
-        end = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < end:
-            if sandbox.stats()["by_symbol"].get("HK.00005", 0) >= 3:  # 1 poke + 2 trigger polls
+        # 1 poke before deferring + 2 polls of the trigger: then the new record appears.
+        while not stop.is_set():
+            if sandbox.stats()["by_symbol"].get("HK.00005", 0) >= 3:
                 published.append(sandbox.publish("HK").isoformat())
                 return
-            time.sleep(0.05)
+            stop.wait(0.02)
 
-    watcher = threading.Thread(target=publish_when_the_trigger_polls, daemon=True)
+    watcher = threading.Thread(target=publish_when_the_trigger_polls, name="publisher", daemon=True)
     watcher.start()
     try:
-        output, _ = proc.communicate(timeout=240)
+        result = airflow_home.dags_test("shortint_secrets", env=env)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    watcher.join(timeout=5)
-    text = output.decode(errors="replace")
+        stop.set()
+        watcher.join()
+    text = result.stdout + result.stderr
+    output = text.encode()
 
     # The DAG really ran, with the token required by the server.
     with sqlite3.connect(airflow_home.root / "airflow.db") as db:
@@ -188,16 +180,17 @@ def test_token_nowhere_after_dags_under_airflow(
     # (task logs, the SQLite DB with its journal, dag files), the lake and the dumped XComs.
     assert not leaks(output)
     assert not leaks(json.dumps(pulled)) and not leaks(repr(xcoms)) and not leaks(repr(rendered))
-    # `airflow dags test` (Airflow 3.3) runs tasks in-process and streams their logs to its output
-    # (checked above: the task log lines are there); any file under {AIRFLOW_HOME}/logs is scanned too.
-    assert "[DAG TEST] end task" in text and "Task instance state updated" in text
+    # dag.test() runs the tasks in this process: their logs are in its output (checked above: the
+    # failures are there); any file under {AIRFLOW_HOME}/logs is scanned too.
     scanned = [p for p in [*airflow_home.root.rglob("*"), *tmp_path.rglob("*")] if p.is_file()]
     assert any(p.name == "airflow.db" for p in scanned) and any(p.suffix == ".parquet" for p in scanned)
     leaked = [str(p) for p in scanned if leaks(p.read_bytes())]
     assert leaked == []
 
-    # What the server saw in URLs: request lines of the verbose sandbox log.
-    requests_seen = [line for line in capsys.readouterr().err.splitlines() if "/short-selling/" in line]
+    # What the server saw in URLs: request lines of the verbose sandbox log (printed to stderr, which
+    # dag.test() captured while the DAG ran).
+    server_log = text + capsys.readouterr().err
+    requests_seen = [line for line in server_log.splitlines() if "/short-selling/" in line]
     assert len(requests_seen) >= stats["requests"] and not leaks("\n".join(requests_seen))
 
 
@@ -214,15 +207,20 @@ def test_token_not_in_exceptions_reprs_trigger_urls_or_logs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     sandbox = token_sandbox
-    caplog.set_level(logging.DEBUG)  # urllib3 logs every request line at DEBUG
+    caplog.set_level(logging.DEBUG)  # every logger at its most verbose, aiohttp's and asyncio's too
     good = use_conn(sandbox.url, conn_id="sec_good", password=TOKEN, max_retries=1, timeout=0.3)
     wrong = use_conn(sandbox.url, conn_id="sec_wrong", password=WRONG)
     dead = use_conn(f"http://127.0.0.1:{free_port()}", conn_id="sec_dead", password=TOKEN, max_retries=1)
-    hook = ShortInterestHook(shortint_conn_id=good)
-    urls: list[str] = []
-    hook.get_conn().hooks["response"] = [lambda response, *a, **k: urls.append(response.url)]
+    log = RequestLog()
+    hook = ShortInterestHook(shortint_conn_id=good, trace_configs=[log.trace])
+    urls = log.urls
     assert hook.get_page("HK.00700", count=3).items  # the token works ...
     texts: list[str] = [repr(hook.settings), str(hook.settings), repr(hook)]
+    texts += [
+        repr(dataclasses.asdict(hook.settings)),
+        json.dumps(dataclasses.asdict(hook.settings), default=str),
+    ]
+    texts += [repr(vars(hook)), repr(hook.get_conn()), repr(hook.transport.__dict__)]
 
     failures: list[tuple[type[ShortInterestError], Callable[[], object]]] = [
         (ShortInterestAuthError, lambda: ShortInterestHook(shortint_conn_id=wrong).get_latest("HK.00700")),
@@ -286,13 +284,15 @@ def test_token_not_in_exceptions_reprs_trigger_urls_or_logs(
         assert event.payload["status"] == ("success" if conn == good else "error")
 
     # Nothing shows the token, and no URL carries it (client side and server side).
-    server_log = capsys.readouterr().err
+    captured = capsys.readouterr()
+    server_log, hook_log = captured.err, captured.out + caplog.text  # the hooks log through structlog
     assert urls and all(url.startswith(sandbox.url + "/v1/quote/") for url in urls)
     assert "/short-selling/short-interest?count=" in server_log and "GET" in server_log
-    assert "/short-selling/short-interest?count=" in caplog.text  # urllib3's request lines were captured
+    assert "retrying in" in hook_log  # the hook's own log lines were captured
+    assert log.headers and all(h["Authorization"] == f"Bearer {TOKEN}" for h in log.headers)
     for name, blob in {"texts": "\n".join(texts), "urls": "\n".join(urls), "server log": server_log}.items():
         assert not leaks(blob), name
-    assert not leaks(caplog.text)
+    assert not leaks(hook_log)
     assert not leaks(repr(sandbox.state())) and not leaks(repr(sandbox.config))
 
 

@@ -22,7 +22,7 @@ from airflow_provider_shortint.markets import MARKETS, market_of
 from airflow_provider_shortint.records import RepeatedDateGuard, ShortInterestPage, parse_items, rows_to_table
 from airflow_provider_shortint.retry import RetryPolicy
 from airflow_provider_shortint.symbols import normalize_symbol
-from airflow_provider_shortint.text import register_secret, shown
+from airflow_provider_shortint.text import Secret, register_secret, shown
 from airflow_provider_shortint.transports.paging import (
     NextKeyPaginator,
     RawPage,
@@ -86,9 +86,16 @@ class ShortInterestBaseHook(BaseHook):
         """The transport's validated settings from an Airflow connection (bad values raise)."""
         raise NotImplementedError
 
-    def secret_of(self, settings: Any) -> str | None:
+    def secret_of(self, settings: Any) -> Secret | str | None:
         """A secret of the settings to mask in logs and messages (the REST token); None by default."""
         return None
+
+    @property
+    def connection_label(self) -> str:
+        """How messages name the hook's connection: ``connection '<id>'``, or ``this connection`` while
+        :meth:`test_connection` probes (Airflow's Test button runs it on a temporary, random id that
+        would mean nothing to the user)."""
+        return "this connection" if self._probing else f"connection {self._conn_id!r}"
 
     def describe_endpoint(self) -> str:
         """Where the hook connects, for :meth:`test_connection`'s success message."""
@@ -104,7 +111,7 @@ class ShortInterestBaseHook(BaseHook):
             if secret:
                 from airflow.sdk.log import mask_secret
 
-                mask_secret(secret)
+                mask_secret(_plain(secret))
             self._use(settings, secret)
         assert self._loaded is not None
         return self._loaded
@@ -117,12 +124,12 @@ class ShortInterestBaseHook(BaseHook):
             if secret:
                 from airflow.sdk.log import amask_secret
 
-                await amask_secret(secret)
+                await amask_secret(_plain(secret))
             self._use(settings, secret)
         assert self._loaded is not None
         return self._loaded
 
-    def _use(self, settings: TransportSettings, secret: str | None) -> None:
+    def _use(self, settings: TransportSettings, secret: Secret | str | None) -> None:
         register_secret(secret)  # masked in every exception and message the provider builds
         self._loaded = settings
 
@@ -315,6 +322,11 @@ class ShortInterestBaseHook(BaseHook):
 
     def _fetcher(self, symbol: str) -> Callable[[int, str | None], RawPage]:
         return functools.partial(self.fetch_raw_page, symbol)
+
+
+def _plain(secret: Secret | str) -> str:
+    """The value for Airflow's log masker, which needs it to find it in log lines."""
+    return secret.reveal() if isinstance(secret, Secret) else secret
 
 
 def checked_conn_id(conn_id: object) -> str:

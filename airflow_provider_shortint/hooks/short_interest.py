@@ -1,7 +1,8 @@
 """ShortInterestHook: the REST contract of DESIGN.md §2-§5.
 
-Layers: the connection's settings (``transports.rest.settings.RestSettings``), one
-``requests.Session`` per hook (keep-alive across pages and symbols), one request per attempt
+Layers: the connection's settings (``transports.rest.settings.RestSettings``), one aiohttp session per
+hook on an event loop of the hook's own (``transports.rest.client.RestClient``: keep-alive across pages
+and symbols, driven from these synchronous methods), one request per attempt
 (``transports.rest.http.HttpTransport``: the checked envelope, bounded in time and bytes), the retry
 policy and request budget around each attempt (here), and paging, typing and Arrow conversion for every
 transport (``hooks.base``).
@@ -9,20 +10,21 @@ transport (``hooks.base``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from airflow_provider_shortint.exceptions import ShortInterestResponseError
 from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
 from airflow_provider_shortint.retry import RetryPolicy
-from airflow_provider_shortint.text import shown
-from airflow_provider_shortint.transports.paging import RawPage, is_last
+from airflow_provider_shortint.text import Secret
+from airflow_provider_shortint.transports.paging import RawPage, server_next_key
 from airflow_provider_shortint.transports.rest.settings import REST_MAX_COUNT, RestSettings
 
 if TYPE_CHECKING:
     import pandas as pd
-    import requests
 
+    from airflow_provider_shortint.transports.rest.client import RestClient
     from airflow_provider_shortint.transports.rest.http import HttpTransport
 
 
@@ -30,8 +32,14 @@ class ShortInterestHook(ShortInterestBaseHook):
     """Talks to ``GET /v1/quote/{symbol}/short-selling/short-interest``: pages, types, retries, rate limit.
 
     :param shortint_conn_id: id of a ``shortint`` connection (host = base URL, password = API token).
+    :param trace_configs: aiohttp ``TraceConfig`` objects that observe the hook's requests (metrics,
+        debugging); they see the request headers, the token included.
     :param options: ``max_retries``, ``backoff_max``, ``rate_limiter``, ``sleep``: see
         :class:`~airflow_provider_shortint.hooks.base.ShortInterestBaseHook`.
+
+    The methods are synchronous and work from any thread that has no running event loop (in async code:
+    ``asyncio.to_thread``). :meth:`close` releases the session, its sockets and its loop; the hook opens
+    new ones if used again.
     """
 
     conn_name_attr = "shortint_conn_id"
@@ -40,18 +48,25 @@ class ShortInterestHook(ShortInterestBaseHook):
     hook_name = "Short Interest"
     max_count = REST_MAX_COUNT
 
-    def __init__(self, shortint_conn_id: str = default_conn_name, **options: Any) -> None:
+    def __init__(
+        self,
+        shortint_conn_id: str = default_conn_name,
+        *,
+        trace_configs: Sequence[Any] = (),
+        **options: Any,
+    ) -> None:
         super().__init__(shortint_conn_id, **options)
         self.shortint_conn_id = shortint_conn_id
-        self._session: requests.Session | None = None
+        self.trace_configs = list(trace_configs)
+        self._client: RestClient | None = None
         self._transport: HttpTransport | None = None
 
     # -- connection ---------------------------------------------------------------------------------------
 
     def read_settings(self, conn: Any) -> RestSettings:
-        return RestSettings.from_connection(conn)
+        return RestSettings.from_connection(conn, label=self.connection_label)
 
-    def secret_of(self, settings: RestSettings) -> str | None:
+    def secret_of(self, settings: RestSettings) -> Secret | None:
         return settings.token
 
     @property
@@ -59,28 +74,34 @@ class ShortInterestHook(ShortInterestBaseHook):
         """Validated connection settings, read once per hook (bad ones raise before any request)."""
         return cast("RestSettings", self.load_settings())
 
-    def get_conn(self) -> requests.Session:
-        """The hook's one ``requests.Session`` (keep-alive across pages and symbols)."""
-        if self._session is None:
-            from airflow_provider_shortint.transports.rest.http import new_session
+    def get_conn(self) -> RestClient:
+        """The hook's HTTP client: one aiohttp session on the hook's own loop (opened by the first
+        request, kept alive across pages and symbols)."""
+        if self._client is None or self._client.closed:
+            from airflow_provider_shortint.transports.rest.client import RestClient, proxy_for
 
-            self._session = new_session(self.settings)
-        return self._session
+            settings = self.settings
+            self._client = RestClient(
+                verify_ssl=settings.verify_ssl,
+                proxy=proxy_for(settings.base_url),
+                trace_configs=self.trace_configs,
+            )
+        return self._client
 
     @property
     def transport(self) -> HttpTransport:
-        """Sends one request over :meth:`get_conn`'s session and checks the envelope."""
+        """Sends one request through :meth:`get_conn`'s client and checks the envelope."""
         if self._transport is None:
             from airflow_provider_shortint.transports.rest.http import HttpTransport
 
-            self._transport = HttpTransport(self.settings, self.shortint_conn_id, self.get_conn)
+            self._transport = HttpTransport(self.settings, self.get_conn, lambda: self.connection_label)
         return self._transport
 
     def close(self) -> None:
-        """Close the HTTP session (the hook opens a new one if used again)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        """Close the HTTP session, its sockets and its event loop (the hook opens new ones if used again)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def describe_endpoint(self) -> str:
         return self.settings.base_url
@@ -93,6 +114,9 @@ class ShortInterestHook(ShortInterestBaseHook):
         return self._fetch(symbol, count, next_key, self.retry_policy)
 
     def _fetch(self, symbol: str, count: int, next_key: str | None, policy: RetryPolicy) -> RawPage:
+        from airflow_provider_shortint.transports.rest.client import refuse_running_loop
+
+        refuse_running_loop()
         path = f"/v1/quote/{quote(symbol, safe='.')}/short-selling/short-interest"
         params: dict[str, str | int] = {"count": count}
         if next_key is not None:
@@ -106,6 +130,7 @@ class ShortInterestHook(ShortInterestBaseHook):
     def _attempt(self, symbol: str, path: str, params: dict[str, str | int]) -> dict[str, Any] | None:
         """One attempt: a slot of the budget, one request, the checked envelope (transient faults raise)."""
         transport = self.transport
+        self.get_conn()  # the client and its proxy are settled before a budget slot is taken
         with self.budget_slot():
             return transport.send(symbol, path, params)
 
@@ -129,18 +154,16 @@ class ShortInterestHook(ShortInterestBaseHook):
         return sdk_frames(self.get_page(code, count=30 if num is None else num, next_key=next_key))
 
 
-def _raw_page(symbol: str, count: int, payload: dict[str, Any], token: str | None) -> RawPage:
-    """The page of a ret_code-0 envelope: ``data`` an object, ``next_key`` a string that is safe to send,
-    no more items than asked for."""
+def _raw_page(symbol: str, count: int, payload: dict[str, Any], token: Secret | None) -> RawPage:
+    """The page of a ret_code-0 envelope: ``data`` an object, ``next_key`` a string that is safe to send
+    back, no more items than asked for."""
     data = payload.get("data")
     if not isinstance(data, dict):
         raise ShortInterestResponseError(
             f"{symbol}: response has ret_code 0 but no 'data' object", ret_code=0, symbol=symbol
         )
-    key = data.get("next_key")
-    if key is not None and not isinstance(key, str):
-        raise ShortInterestResponseError(f"{symbol}: next_key is not a string: {shown(key)}", symbol=symbol)
-    if key is not None and token and token in key:
+    key = server_next_key(symbol, data.get("next_key"))
+    if key is not None and token and token.occurs_in(key):
         raise ShortInterestResponseError(
             f"{symbol}: the server's next_key contains the API token; refusing to send it in a URL",
             symbol=symbol,
@@ -152,4 +175,4 @@ def _raw_page(symbol: str, count: int, payload: dict[str, Any], token: str | Non
             "than asked for",
             symbol=symbol,
         )
-    return RawPage(items, None if is_last(key) else key)
+    return RawPage(items, key)

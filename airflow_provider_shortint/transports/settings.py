@@ -226,15 +226,17 @@ class TransportSettings:
         return {f.name: f.metadata[_EXTRA] for f in dataclasses.fields(cls) if _EXTRA in f.metadata}
 
     @classmethod
-    def read_extras(cls, conn: Any) -> dict[str, Any]:
+    def read_extras(cls, conn: Any, label: str | None = None) -> dict[str, Any]:
         """The declared extras of ``conn``, converted and validated; one clear error names a bad one.
 
-        Unknown extras are logged and ignored (a typo should not break a running deployment).
+        ``label`` names the connection in messages (default ``connection '<conn_id>'``; the hook's
+        ``connection_label`` says "this connection" while it tests a temporary one). Unknown extras are
+        logged and ignored (a typo should not break a running deployment).
         """
-        conn_name = getattr(conn, "conn_id", None)
+        where = label or connection_label(conn)
         raw_extras = conn.extra_dejson or {}
         if not isinstance(raw_extras, Mapping):
-            raise invalid(f"connection {conn_name!r} extra is not a JSON object")
+            raise invalid(f"{where}: extra is not a JSON object")
         declared = cls.extras()
         values: dict[str, Any] = {}
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -243,24 +245,38 @@ class TransportSettings:
             if raw is None or raw == "":
                 values[name] = defaults[name]
                 continue
-            try:
-                values[name] = declaration.convert(raw)
-            except (TypeError, ValueError, OverflowError):
+            value = _converted(declaration.convert, raw)
+            if value is _INVALID:  # raised here, not in an except block: nothing is chained to it
                 raise invalid(
-                    f"connection {conn_name!r} extra {name!r} has an invalid value {shown(raw, 60)}: "
+                    f"{where}: extra {name!r} has an invalid value {shown(raw, 60)}: "
                     f"expected {declaration.rule}"
-                ) from None
+                )
+            values[name] = value
         unknown = sorted(set(raw_extras) - set(declared))
         if unknown:
-            logging.getLogger(__name__).warning(
-                "connection %r: ignoring unknown extras %s", conn_name, unknown
-            )
+            logging.getLogger(__name__).warning("%s: ignoring unknown extras %s", where, unknown)
         return values
 
     def budget_key(self) -> str:
         """Name of the request budget: ``rate_limit_key`` if set, else one default budget for the account
         (DESIGN §9: the 30 / 30 s belong to the account, whichever transport or endpoint spends them)."""
         return self.rate_limit_key or DEFAULT_BUDGET_KEY
+
+
+_INVALID = object()
+
+
+def _converted(convert: Callable[[Any], Any], raw: Any) -> Any:
+    """``convert(raw)``, or ``_INVALID`` when it refuses the value."""
+    try:
+        return convert(raw)
+    except (TypeError, ValueError, OverflowError):
+        return _INVALID
+
+
+def connection_label(conn: Any) -> str:
+    """How messages name a connection: ``connection '<conn_id>'``."""
+    return f"connection {getattr(conn, 'conn_id', None)!r}"
 
 
 def connection_type_info(settings: type[TransportSettings]) -> dict[str, Any]:

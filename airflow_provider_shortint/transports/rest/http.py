@@ -1,13 +1,16 @@
 """The REST transport: one GET -> the checked JSON envelope, every failure mapped once (DESIGN.md §2).
 
-``HttpTransport.send`` makes one attempt: a bounded response (:mod:`http_bounds`: a total deadline and
-a byte cap after decompression), then the error table of DESIGN.md §2. Transient failures raise
-:class:`retry.TransientFailure` for the caller's :class:`retry.RetryPolicy`; everything else raises the
-provider's exception at once. Misconfiguration that no retry can fix (host not resolved, TLS certificate
-not trusted, plain HTTP on an https URL) raises ``ShortInterestConnectionError`` naming the cause; other
-TLS failures (a handshake cut by a restarting load balancer) are transient; a refused port is retried
-once (the server may be restarting), then fails. Redirects are not followed: a 3xx raises at once, so
-one budget slot, one deadline and one byte cap cover exactly one request. Messages never carry the token.
+``HttpTransport.send`` makes one attempt over the hook's :class:`~.client.RestClient`: one aiohttp
+request under a total deadline (the connection's ``timeout``: name resolution, connect, headers and the
+whole body), its body read under a byte cap after decompression (:mod:`.bounds`), then the error table of
+DESIGN.md §2. Transient failures raise :class:`retry.TransientFailure` for the caller's
+:class:`retry.RetryPolicy`; everything else raises the provider's exception at once. Misconfiguration
+that no retry can fix (host not resolved, TLS certificate not trusted, plain HTTP on an https URL) raises
+``ShortInterestConnectionError`` naming the cause; other TLS failures (a handshake cut by a restarting load
+balancer) are transient; a refused port is retried once (the server may be restarting), then fails.
+Redirects are not followed: a 3xx raises at once, so one budget slot, one deadline and one byte cap cover
+exactly one request. The token travels only in the ``Authorization`` header; messages never carry it,
+and no exception of the HTTP library is chained to the provider's.
 """
 
 from __future__ import annotations
@@ -17,13 +20,10 @@ import json
 import math
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
-
-import requests
-import urllib3.exceptions
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_shortint import __version__
 from airflow_provider_shortint.exceptions import (
@@ -35,131 +35,135 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.retry import MAX_RETRY_AFTER, TransientFailure
 from airflow_provider_shortint.text import clip, excerpt, shown
-from airflow_provider_shortint.transports.rest.bounds import (
-    BadEncoding,
-    DeadlineAdapter,
-    ResponseTooLarge,
-    read_body,
-)
+from airflow_provider_shortint.transports.rest.bounds import BadEncoding, ResponseTooLarge, read_body
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from airflow_provider_shortint.transports.rest.client import RestClient
     from airflow_provider_shortint.transports.rest.settings import RestSettings
 
 #: Largest response body accepted, after decompression (a 90-item page is about 20 KB).
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 #: Attempts for a refused connection (the first, and one more in case the server was restarting).
 REFUSED_ATTEMPTS = 2
+#: Headers of every request (``Accept-Encoding``: what :func:`.bounds.read_body` decodes, under its cap).
+BASE_HEADERS = {
+    "Accept": "application/json",
+    "Accept-Encoding": "gzip, deflate",
+    "User-Agent": f"airflow-provider-shortint/{__version__}",
+}
 
 
-def new_session(settings: RestSettings) -> requests.Session:
-    """A ``requests.Session`` for the API: JSON, token header, TLS check, whole-response deadlines."""
-    session = requests.Session()
-    adapter = DeadlineAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["Accept"] = "application/json"
-    session.headers["Accept-Encoding"] = "gzip, deflate"  # what read_body decodes (with its cap)
-    session.headers["User-Agent"] = f"airflow-provider-shortint/{__version__}"
-    if settings.token:
-        session.headers["Authorization"] = f"Bearer {settings.token}"
-    session.verify = settings.verify_ssl
-    return session
+class Answer(NamedTuple):
+    """A complete HTTP answer: status, headers and the decoded body (at most the byte cap)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 class HttpTransport:
     """One request to the REST API and the checked envelope it returned.
 
-    :param settings: the validated connection (base URL, token, timeout).
-    :param conn_id: the connection's id, named in messages about the token.
-    :param session: returns the session to send with (the hook owns its lifecycle).
+    :param settings: the validated connection (base URL, token, timeout, TLS check).
+    :param client: returns the client to send with (the hook owns its lifecycle).
+    :param label: names the connection in messages (the hook's ``connection_label``: "this connection"
+        while the UI tests a temporary one).
     :param max_bytes: largest body accepted, after decompression.
     """
 
     def __init__(
         self,
         settings: RestSettings,
-        conn_id: str,
-        session: Callable[[], requests.Session],
+        client: Callable[[], RestClient],
+        label: Callable[[], str],
         *,
         max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.settings = settings
-        self.conn_id = conn_id
-        self.session = session
+        self.client = client
+        self.label = label
         self.max_bytes = max_bytes
 
     def send(self, symbol: str, path: str, params: dict[str, str | int]) -> dict[str, Any] | None:
         """One GET of ``{base_url}{path}``: the envelope with ret_code 0, None for -10, or raise."""
         url = f"{self.settings.base_url}{path}"
-        failure: Exception | None = None
+        client = self.client()
+        outcome = client.run(lambda session: self._exchange(session, symbol, url, params, client.proxy))
+        if isinstance(outcome, Exception):
+            raise outcome  # raised here, outside any except block: nothing of aiohttp is chained
+        return self.interpret(symbol, outcome.status, outcome.body, outcome.headers)
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        symbol: str,
+        url: str,
+        params: dict[str, str | int],
+        proxy: str | None,
+    ) -> Answer | Exception:
+        """One request and its whole body under the deadline; the answer, or the failure to raise."""
+        import aiohttp
+
+        headers = dict(BASE_HEADERS)
+        if self.settings.token:
+            headers["Authorization"] = f"Bearer {self.settings.token.reveal()}"
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout, ceil_threshold=math.inf)
         try:
-            response = self.session().get(
+            async with session.get(
                 url,
                 params=params,
-                timeout=self.settings.timeout,
-                stream=True,
-                verify=self.settings.verify_ssl,
+                headers=headers,
+                timeout=timeout,
                 allow_redirects=False,  # each hop would escape the budget slot, the deadline and the cap
+                proxy=proxy,
+            ) as response:
+                if 300 <= response.status < 400:
+                    response.close()
+                    return self._redirect(symbol, response.status, response.headers)
+                try:
+                    body = await read_body(response, self.max_bytes)
+                except ResponseTooLarge as err:
+                    response.close()
+                    return ShortInterestResponseError(
+                        f"{symbol}: response too large ({err}; the limit is {self.max_bytes:,} bytes "
+                        "decompressed)",
+                        symbol=symbol,
+                        status=response.status,
+                    )
+                except BadEncoding as err:
+                    response.close()
+                    return ShortInterestResponseError(f"{symbol}: {clip(str(err), 160)}", symbol=symbol)
+                return Answer(response.status, response.headers, body)
+        except TimeoutError:  # the total deadline (aiohttp's own timeout errors derive from it)
+            return self._timeout()
+        except aiohttp.ClientConnectorError as err:
+            return self._connect_failure(err)
+        except (aiohttp.ClientError, OSError) as err:  # cut, reset or garbled after connecting
+            return TransientFailure(
+                f"connection to {self.settings.base_url} failed ({_kind(err)})", "connection_error"
             )
-        except requests.RequestException as err:
-            failure = self._request_failure(err)
-        if failure is not None:  # raised outside the except block: nothing of requests is chained
-            raise failure
-        if 300 <= response.status_code < 400:
-            response.close()
-            raise self._redirect(symbol, response)
-        try:
-            status, body = response.status_code, self._body(symbol, response)
-        finally:
-            response.close()
-        return self.interpret(symbol, status, body, response)
 
-    def _redirect(self, symbol: str, response: requests.Response) -> ShortInterestResponseError:
+    def _redirect(self, symbol: str, status: int, headers: Mapping[str, str]) -> ShortInterestResponseError:
         """A 3xx is refused, naming where it pointed (scheme and host only: no credentials, no query)."""
-        status = response.status_code
-        location = response.headers.get("Location")
-        target = "no Location"
-        if location:
-            parts = urlsplit(requests.compat.urljoin(self.settings.base_url, location))
-            port = f":{parts.port}" if _safe_port(parts) else ""
-            target = f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else "an unreadable URL"
+        location = headers.get("Location")
+        target = _origin(self.settings.base_url, location) if location else "no Location"
         return ShortInterestResponseError(
             f"{symbol}: HTTP {status} redirect to {clip(target, 120)}; redirects are not followed (each "
-            f"would be a request outside the budget): set the host of connection {self.conn_id!r} to the "
-            "API's final base URL",
+            f"would be a request outside the budget): set the host of {self.label()} to the API's final "
+            "base URL",
             symbol=symbol,
             status=status,
         )
 
-    # -- the body and the error table ---------------------------------------------------------------------
-
-    def _body(self, symbol: str, response: requests.Response) -> bytes:
-        failure: Exception | None = None
-        try:
-            return read_body(response, self.max_bytes)
-        except ResponseTooLarge as err:
-            failure = ShortInterestResponseError(
-                f"{symbol}: response too large ({err}; the limit is {self.max_bytes:,} bytes decompressed)",
-                symbol=symbol,
-                status=response.status_code,
-            )
-        except BadEncoding as err:
-            failure = ShortInterestResponseError(f"{symbol}: {clip(str(err), 160)}", symbol=symbol)
-        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            failure = self._timeout()
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as err:
-            failure = TransientFailure(
-                f"connection to {self.settings.base_url} failed while reading the body "
-                f"({type(err).__name__})",
-                "connection_error",
-            )
-        raise failure
+    # -- the error table ----------------------------------------------------------------------------------
 
     def interpret(
-        self, symbol: str, status: int, body: bytes, response: requests.Response | None = None
+        self, symbol: str, status: int, body: bytes, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any] | None:
-        """The error table of DESIGN.md §2 for one answer (``response`` gives Retry-After)."""
-        wait = retry_after(response) if response is not None else None
+        """The error table of DESIGN.md §2 for one answer (``headers`` give Retry-After)."""
+        wait = retry_after(headers) if headers is not None else None
         if status == 429:
             raise TransientFailure("HTTP 429 (rate limited)", "rate_limited", retry_after=wait, status=status)
         if status in (401, 403):
@@ -169,7 +173,7 @@ class HttpTransport:
                 else "requires an API token (set it as the password"
             )
             raise ShortInterestAuthError(
-                f"{symbol}: HTTP {status}: the API {what} of connection {self.conn_id!r})",
+                f"{symbol}: HTTP {status}: the API {what} of {self.label()})",
                 symbol=symbol,
                 status=status,
             )
@@ -234,61 +238,83 @@ class HttpTransport:
             f"no answer from {self.settings.base_url} within {self.settings.timeout:g} s", "timeout"
         )
 
-    def _request_failure(self, err: requests.RequestException) -> ShortInterestError | TransientFailure:
-        """The root cause of a failed request: retried (transient) or raised at once (misconfiguration)."""
+    def _connect_failure(self, err: aiohttp.ClientConnectorError) -> ShortInterestError | TransientFailure:
+        """Why no connection was made: retried (transient) or raised at once (misconfiguration)."""
+        import aiohttp
+
         url = self.settings.base_url
-        where = _host_port(url)
-        causes = list(_causes(err))
-        gai = next((c for c in causes if isinstance(c, socket.gaierror)), None)
-        if gai is not None and gai.errno != socket.EAI_AGAIN:
+        cause = err.os_error
+        if isinstance(cause, socket.gaierror) and cause.errno != socket.EAI_AGAIN:
             return ShortInterestConnectionError(
-                f"cannot resolve the host of {url} (name not resolved: {clip(str(gai.strerror), 60)}); "
-                f"check the host of connection {self.conn_id!r}",
+                f"cannot resolve the host of {url} (name not resolved: {clip(str(cause.strerror), 60)}); "
+                f"check the host of {self.label()}",
                 error_code="name_not_resolved",
             )
-        if isinstance(err, requests.exceptions.SSLError) or any(isinstance(c, ssl.SSLError) for c in causes):
-            return self._tls_failure(err, causes)
-        if isinstance(err, requests.Timeout):
-            return self._timeout()
-        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        if isinstance(err, aiohttp.ClientConnectorCertificateError):
+            return self._tls_failure(err.certificate_error)
+        if isinstance(cause, ssl.SSLError):
+            return self._tls_failure(cause)
+        if isinstance(cause, ConnectionRefusedError):
             return TransientFailure(
-                f"connection to {url} refused (nothing listens on {where}: is the server running, "
-                "is the port right?)",
+                f"connection to {url} refused (nothing listens on {_host_port(url)}: is the server "
+                "running, is the port right?)",
                 "connection_refused",
                 max_attempts=REFUSED_ATTEMPTS,
             )
-        reason = "temporary failure in name resolution" if gai is not None else type(err).__name__
-        return TransientFailure(f"connection to {url} failed ({reason})", "connection_error")
+        if isinstance(cause, socket.gaierror):
+            return TransientFailure(
+                f"connection to {url} failed (temporary failure in name resolution)", "connection_error"
+            )
+        if urlsplit(url).scheme == "https" and isinstance(cause, (ConnectionResetError, EOFError)):
+            # The TCP connection was made (a refused one fails above) and cut before TLS completed.
+            return self._tls_failure(cause)
+        return TransientFailure(f"connection to {url} failed ({_kind(cause)})", "connection_error")
 
-    def _tls_failure(
-        self, err: BaseException, causes: list[BaseException]
-    ) -> ShortInterestConnectionError | TransientFailure:
+    def _tls_failure(self, reason: BaseException) -> ShortInterestConnectionError | TransientFailure:
         """Permanent for an untrusted certificate or plain HTTP on an https URL; any other TLS failure
         (EOF in the handshake while a load balancer restarts, a reset) is transient."""
         url = self.settings.base_url
-        reason = next((c for c in causes if isinstance(c, ssl.SSLError)), err)
         text = str(reason)
         if any(marker in text for marker in _PLAIN_HTTP_MARKERS):
             message = (
                 f"TLS handshake with {_host_port(url)} failed: the server answered in plain HTTP. "
-                f"Use http:// in the host of connection {self.conn_id!r} (or point it at the TLS port)"
+                f"Use http:// in the host of {self.label()} (or point it at the TLS port)"
             )
         elif isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
             detail = clip(str(getattr(reason, "verify_message", None) or text), 120)
             message = (
                 f"TLS certificate of {_host_port(url)} not trusted ({detail}); install the CA or, for a "
-                f"test server only, set verify_ssl false on connection {self.conn_id!r}"
+                f"test server only, set verify_ssl false on {self.label()}"
             )
         else:
             return TransientFailure(
-                f"TLS handshake with {_host_port(url)} failed ({type(reason).__name__}: {clip(text, 160)})",
-                "connection_error",
+                f"TLS handshake with {_host_port(url)} failed ({_kind(reason)})", "connection_error"
             )
         return ShortInterestConnectionError(message, error_code="tls_handshake_failed")
 
 
 # OpenSSL's words when a TLS client gets a plain-HTTP answer ("HTTP/1.1 400 ...") to its hello.
 _PLAIN_HTTP_MARKERS = ("WRONG_VERSION_NUMBER", "wrong version number", "record layer failure", "http request")
+
+
+def _origin(base_url: str, location: str) -> str:
+    """``scheme://host[:port]`` of a Location (relative to ``base_url``): nothing else of it is shown."""
+    try:
+        parts = urlsplit(urljoin(base_url, location))
+    except ValueError:
+        return "an unreadable URL"
+    if not parts.hostname:
+        return "an unreadable URL"
+    port = f":{parts.port}" if _safe_port(parts) else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def _kind(err: BaseException | None) -> str:
+    """A failure's type and its first words, for a message (never a header: aiohttp's texts hold none)."""
+    if err is None:
+        return "unknown cause"
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {clip(text, 120)}" if text else type(err).__name__
 
 
 def _safe_port(parts: Any) -> bool:
@@ -305,31 +331,18 @@ def _host_port(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
-def _causes(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and what it wraps (args, urllib3's ``reason``, ``__cause__``/``__context__``), once each."""
-    todo: list[object] = [err]
-    seen: set[int] = set()
-    while todo and len(seen) < 50:
-        item = todo.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
-
-
-def retry_after(response: requests.Response) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds the server asked us to wait (``X-Retry-After-Ms`` or ``Retry-After``), if any.
 
     Clamped to 0..``MAX_RETRY_AFTER``; values that are not finite numbers or dates are ignored.
     """
-    millis = response.headers.get("X-Retry-After-Ms")
+    millis = headers.get("X-Retry-After-Ms")
     if millis:
         try:
             return _clamp_wait(float(millis) / 1000)
         except ValueError:
             pass
-    value = response.headers.get("Retry-After")
+    value = headers.get("Retry-After")
     if not value:
         return None
     try:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-from airflow_provider_shortint.text import shown
+from airflow_provider_shortint.text import Secret, shown
 from airflow_provider_shortint.transports.settings import (
     CONTROL_CHARACTERS,
     TransportSettings,
     boolean,
+    connection_label,
     extra,
     integer,
     invalid,
@@ -36,7 +38,8 @@ class RestSettings(TransportSettings):
     }
 
     base_url: str
-    token: str | None = field(default=None, repr=False)
+    #: The API token (the connection's password); ``repr``/``asdict`` show ``***``, ``reveal()`` gives it.
+    token: Secret | None = field(default=None, repr=False)
     verify_ssl: bool = extra(
         True,
         boolean,
@@ -47,76 +50,92 @@ class RestSettings(TransportSettings):
     )
 
     @classmethod
-    def from_connection(cls, conn: Any) -> RestSettings:
+    def from_connection(cls, conn: Any, label: str | None = None) -> RestSettings:
         """Read host/port/password/extras of an Airflow connection; a bad value raises one clear error
-        that never contains the token or credentials."""
-        conn_name = getattr(conn, "conn_id", None)
+        that never contains the token or credentials. ``label`` names the connection in messages
+        (default ``connection '<conn_id>'``)."""
+        where = label or connection_label(conn)
         return cls(
-            base_url=base_url_of(conn_name, conn.host, conn.port),
-            token=token_of(conn_name, conn.password),
-            **cls.read_extras(conn),
+            base_url=base_url_of(where, conn.host, conn.port),
+            token=token_of(where, conn.password),
+            **cls.read_extras(conn, where),
         )
 
 
-def base_url_of(conn_name: str | None, host: object, port: object) -> str:
-    """``scheme://host[:port][/path]`` from a connection's host (scheme defaults to https) and port."""
+def base_url_of(where: str, host: object, port: object) -> str:
+    """``scheme://host[:port][/path]`` from a connection's host (scheme defaults to https) and port;
+    ``where`` names the connection in messages (``connection 'x'`` or ``this connection``)."""
     text = (host if isinstance(host, str) else "").strip()
-    where = f"connection {conn_name!r} host"
+    field_name = f"{where}: host"
     if not text:
-        raise invalid(
-            f"connection {conn_name!r} has no host: set it to the API's base URL, e.g. https://api.example.com"
-        )
+        raise invalid(f"{where} has no host: set it to the API's base URL, e.g. https://api.example.com")
     if "://" not in text:
         text = f"https://{text}"
-    try:
-        parts = urlsplit(text)
-        url_port = parts.port
-    except ValueError:
-        raise invalid(f"{where} is not a valid http(s) URL (bad port?)") from None
+    parts, url_port = _split(text)
+    if parts is None:
+        raise invalid(f"{field_name} is not a valid http(s) URL (bad port?)")
     if "@" in parts.netloc:  # user:password@ — never echoed, never sent
         netloc = parts.netloc.rpartition("@")[2]
         raise invalid(
-            f"{where} holds credentials ({parts.scheme}://***@{netloc}): remove them from the URL "
+            f"{field_name} holds credentials ({parts.scheme}://***@{netloc}): remove them from the URL "
             "and put the API token in the password field"
         )
     if CONTROL_CHARACTERS.search(text) or " " in text:
-        raise invalid(f"{where} contains spaces or control characters")
+        raise invalid(f"{field_name} contains spaces or control characters")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise invalid(f"{where} {shown(text, 80)} is not an http(s) URL")
+        raise invalid(f"{field_name} {shown(text, 80)} is not an http(s) URL")
     if parts.query or parts.fragment or text.endswith(("?", "#")):
         raise invalid(
-            f"{where} {shown(text, 80)} has a query string or fragment; give the base URL only "
+            f"{field_name} {shown(text, 80)} has a query string or fragment; give the base URL only "
             "(scheme, host, port, path)"
         )
     netloc = parts.netloc
     if port not in (None, ""):
-        try:
-            number = integer(1, 65535)(port)
-        except (TypeError, ValueError):
-            raise invalid(
-                f"connection {conn_name!r} port must be 1 to 65535, got {shown(port, 20)}"
-            ) from None
+        number = _port_number(port)
+        if number is None:
+            raise invalid(f"{where}: port must be 1 to 65535, got {shown(port, 20)}")
         if url_port is None:
             netloc = f"{netloc}:{number}"
     return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
 
 
-def token_of(conn_name: str | None, password: object) -> str | None:
-    """The API token, or None; one that cannot go into an HTTP header is refused without showing it."""
+def _split(url: str) -> tuple[SplitResult | None, int | None]:
+    """``urlsplit(url)`` and its port, or (None, None) when either cannot be read."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.port
+    except ValueError:
+        return None, None
+
+
+def _port_number(port: object) -> int | None:
+    try:
+        return integer(1, 65535)(port)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+#: What a token may hold: visible ASCII and spaces. Bearer tokens are ASCII (RFC 6750), and the HTTP
+#: client sends header values as UTF-8, so a token with other characters would reach the server as
+#: other bytes than the ones typed.
+_TOKEN_TEXT = re.compile(r"[\x20-\x7e]+")
+
+
+def token_of(where: str, password: object) -> Secret | None:
+    """The API token, or None; one that cannot go into an HTTP header is refused with one sentence that
+    never shows it (and no exception in the chain holds it: nothing is raised while checking)."""
     if not password:
         return None
     if not isinstance(password, str):
-        raise invalid(f"connection {conn_name!r} password (API token) is not text")
+        raise invalid(f"{where}: password (API token) is not text")
     if CONTROL_CHARACTERS.search(password):
         raise invalid(
-            f"connection {conn_name!r} password (API token) contains a line break or control character "
+            f"{where}: password (API token) contains a line break or control character "
             "(often a copy-paste slip); remove it (the token is not shown)"
         )
-    try:
-        password.encode("latin-1")
-    except UnicodeEncodeError:
+    if not _TOKEN_TEXT.fullmatch(password):
         raise invalid(
-            f"connection {conn_name!r} password (API token) has characters outside Latin-1, which an "
-            "HTTP header cannot carry (the token is not shown)"
-        ) from None
-    return password
+            f"{where}: password (API token) has characters outside ASCII, which an HTTP Authorization "
+            "header cannot carry as typed; check the token (it is not shown)"
+        )
+    return Secret(password)
