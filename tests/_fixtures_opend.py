@@ -12,9 +12,9 @@ from airflow_provider_shortint.sandbox import SandboxConfig, SandboxServer
 
 @pytest.fixture(scope="session")
 def futu_quiet() -> None:
-    """futu-api imported once the provider's way (``opend_sdk.load_futu``: nothing under $HOME, its log
-    routed to ``airflow_provider_shortint.opend.sdk``, SIGINT left alone); skips when it is missing."""
-    pytest.importorskip("futu", reason="futu-api (the [futu] extra) is not installed")
+    """futu-api imported once the provider's way (``transports.opend.sdk.load_futu``: nothing under $HOME,
+    its log routed to ``airflow_provider_shortint.opend.sdk``, SIGINT left alone). futu-api is a dev
+    dependency: without it this fails (FutuNotInstalledError), it never skips."""
     from airflow_provider_shortint.transports.opend.sdk import load_futu
 
     load_futu()

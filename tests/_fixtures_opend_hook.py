@@ -63,7 +63,8 @@ def run_child(code: str, env: dict[str, str], timeout: float = 240) -> subproces
 def rsa_key_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real RSA private key file (PEM, 1024 bits: what OpenD's own key files use), made with
     pycryptodome, which futu-api depends on to encrypt InitConnect."""
-    crypto = pytest.importorskip("Crypto.PublicKey.RSA", reason="pycryptodome (futu-api's dependency)")
+    from Crypto.PublicKey import RSA  # pycryptodome, a dependency of futu-api
+
     path = tmp_path_factory.mktemp("opend_rsa") / "opend_private.pem"
-    path.write_bytes(crypto.generate(1024).export_key())
+    path.write_bytes(RSA.generate(1024).export_key())
     return str(path)
