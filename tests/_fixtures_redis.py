@@ -45,9 +45,10 @@ class RedisServer:
     """One redis-server process on 127.0.0.1 with no automatic persistence; can be stopped and started
     again on the same port (it then loads ``dump.rdb`` from its folder if a test saved one)."""
 
-    def __init__(self, binary: str, port: int) -> None:
+    def __init__(self, binary: str, port: int, *args: str) -> None:
         self.binary = binary
         self.port = port
+        self.args = args  # more command-line options (later ones win)
         self.workdir = tempfile.mkdtemp(prefix="shortint-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -59,6 +60,7 @@ class RedisServer:
             [
                 *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "no", "--dir", self.workdir),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import queue
 import random
+import shutil
 import signal
 import socket
 import threading
@@ -371,6 +372,39 @@ def test_memory_limit_is_an_outage_then_a_named_error(
         client.flushdb()
     assert clock.sleeps[5] == 1.0  # refused once more, then answered
     assert [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+
+
+def test_disk_error_refusing_writes_is_an_outage_then_a_named_error(
+    redis_binary: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that must save snapshots but cannot (``MISCONF``: its folder is not writable, here /proc)
+    refuses writes: handled as an outage, like the memory limit; writes allowed again, it goes on. (Its
+    own server: ``dir`` cannot be changed on a running Redis.)"""
+    server = RedisServer(redis_binary, free_port(), "--save", "3600 1", "--dir", "/proc")
+    server.start()
+    try:
+        conn_id = "shortint_redis_misconf"
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", server.conn_json())
+        client = server.client()
+        clock = FakeClock()
+        limiter = RedisRateLimiter(
+            conn_id, unique(), 3, 0.2, outage_timeout=3.0, clock=clock, sleep=clock.sleep
+        )
+        opened(limiter, client)
+        client.bgsave()
+        assert wait_until(lambda: client.info("persistence")["rdb_last_bgsave_status"] == "err")
+        caplog.set_level("WARNING", logger="airflow_provider_shortint")
+        with pytest.raises(ShortInterestServerError, match="cannot save to disk") as caught:
+            limiter.acquire()
+        assert caught.value.error_code == "rate_limit_backend" and one_sentence(caught.value.message)
+        assert f"key {limiter.key!r}" in caught.value.message and clock.sleeps == [1.0] * 3
+        client.config_set("save", "")  # no snapshots asked for: writes allowed again
+        limiter.release(limiter.acquire())
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+    told = [r.getMessage() for r in caplog.records if "cannot save to disk" in r.getMessage()]
+    assert len(told) == 1, told
 
 
 def test_eviction_never_reads_as_an_empty_window(
