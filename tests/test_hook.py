@@ -386,6 +386,7 @@ def test_one_session_kept_alive_across_pages_and_symbols(
     assert hook.get_conn() is client and client.session is session is not None
     assert len(request_log.urls) == sandbox.stats()["requests"] == hook.requests_made > 5
     assert request_log.connections == 1
+    print(f"\n{len(request_log.urls)} requests over 2 symbols: {request_log.connections} connection opened")
     hook.close()
     assert client.closed and client.session is None
 
