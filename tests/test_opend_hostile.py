@@ -92,7 +92,10 @@ def test_connection_on_unresolvable_host_answers_naming_neither_temporary_id(
     ok, message = hook.test_connection()
     assert not ok and "name_not_resolved" not in message  # the message, not the code
     assert UNRESOLVABLE in message and "this connection" in message and "hostile_0" not in message
-    nothing_left(before, hook)
+    bad_port = make_hook(port=70000)
+    ok, message = bad_port.test_connection()
+    assert not ok and "this connection port must be 1 to 65535" in message and "hostile_1" not in message
+    nothing_left(before, hook, bad_port)
 
 
 def test_connection_with_a_hanging_resolver_answers_within_the_timeout(

@@ -32,13 +32,8 @@ class FutuOpenDHook(ShortInterestBaseHook):
 
     # -- connection ---------------------------------------------------------------------------------------
 
-    def connection_name(self) -> str:
-        """How messages name the connection: "this connection" while :meth:`test_connection` probes (Airflow
-        tests a form under a temporary id nobody knows), else "connection 'id'"."""
-        return "this connection" if self._probing else f"connection {self.futu_opend_conn_id!r}"
-
     def read_settings(self, conn: Any) -> FutuOpenDSettings:
-        return FutuOpenDSettings.from_connection(conn, label=self.connection_name())
+        return FutuOpenDSettings.from_connection(conn, label=self.connection_label)
 
     @property
     def settings(self) -> FutuOpenDSettings:
@@ -50,7 +45,7 @@ class FutuOpenDHook(ShortInterestBaseHook):
         if self._transport is None:
             from airflow_provider_shortint.transports.opend.transport import OpenDTransport
 
-            self._transport = OpenDTransport(self.settings, label=self.connection_name)
+            self._transport = OpenDTransport(self.settings, label=lambda: self.connection_label)
         return self._transport
 
     def get_conn(self) -> Any:

@@ -15,6 +15,7 @@ from airflow_provider_shortint.text import shown
 from airflow_provider_shortint.transports.settings import (
     TransportSettings,
     boolean,
+    connection_label,
     extra,
     integer,
     invalid,
@@ -92,7 +93,7 @@ class FutuOpenDSettings(TransportSettings):
     def from_connection(cls, conn: Any, label: str | None = None) -> FutuOpenDSettings:
         """Host (default 127.0.0.1), port (default 11111) and extras of a ``futu_opend`` connection;
         ``label`` names it in messages (default "connection 'id'")."""
-        name = label or f"connection {getattr(conn, 'conn_id', None)!r}"
+        name = label or connection_label(conn)
         host = conn.host.strip() if isinstance(conn.host, str) else ""
         if "@" in host:  # user info may hold a password: never echo what precedes the last "@"
             raise invalid(
@@ -111,7 +112,7 @@ class FutuOpenDSettings(TransportSettings):
                 port = integer(1, 65535)(conn.port)
             except (TypeError, ValueError):
                 raise invalid(f"{name} port must be 1 to 65535, got {shown(conn.port, 20)}") from None
-        settings = cls(host=host or DEFAULT_HOST, port=port, **cls.read_extras(conn))
+        settings = cls(host=host or DEFAULT_HOST, port=port, **cls.read_extras(conn, name))
         if settings.is_encrypt and not settings.rsa_private_key:
             raise invalid(
                 f"{name} sets is_encrypt but no rsa_private_key: give the path of the RSA "
