@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 
 from airflow_provider_shortint.exceptions import InvalidParameterError
+from airflow_provider_shortint.text import shown
 
 
 def to_date(value: object, name: str) -> dt.date | None:
@@ -25,7 +27,7 @@ def to_date(value: object, name: str) -> dt.date | None:
             return dt.datetime.fromisoformat(text).date()
         except ValueError:
             pass
-    raise InvalidParameterError(f"{name} must be an ISO date like '2026-05-15', got {value!r}")
+    raise InvalidParameterError(f"{name} must be an ISO date like '2026-05-15', got {shown(value, 60)}")
 
 
 def is_template(value: object) -> bool:
@@ -34,7 +36,14 @@ def is_template(value: object) -> bool:
 
 
 def positive_int(value: object, name: str) -> int:
-    """An integer >= 1 (booleans refused), e.g. a batch size or a failure bound."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    """An ``int`` >= 1, e.g. a batch size or a failure bound: any integral type (``operator.index``:
+    ``numpy.int64`` too); booleans, floats and strings refused."""
+    number: int | None = None
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            number = None
+    if number is None or number < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {shown(value, 60)}")
+    return number

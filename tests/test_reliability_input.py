@@ -329,12 +329,29 @@ def test_operator_execute_rejects_bad_input_before_any_request(
         pytest.param({"mode": None}, "mode must be one of", id="mode-none"),
         pytest.param({"batch_size": 0}, "batch_size must be a positive integer", id="batch-0"),
         pytest.param({"batch_size": True}, "batch_size must be a positive integer", id="batch-bool"),
+        pytest.param({"batch_size": np.float64(5)}, "batch_size must be a positive", id="batch-np-float"),
+        pytest.param({"page_size": np.True_}, "page_size must be an integer", id="page-size-np-bool"),
         pytest.param({"on_symbol_error": "skip"}, "on_symbol_error must be one of", id="policy"),
     ],
 )
 def test_operator_static_arguments_rejected_at_parse_time(kwargs: dict[str, Any], phrase: str) -> None:
     with pytest.raises(ValueError, match=_phrase(phrase)):
         ShortInterestToParquetOperator(task_id="t", symbols="HK.00700", lake_path="/tmp/lake", **kwargs)
+
+
+def test_numpy_integers_are_integers() -> None:
+    """Sizes computed with numpy (a DataFrame's len, a sum) are accepted as the integers they are."""
+    from airflow_provider_shortint.validation import positive_int
+
+    op = ShortInterestToParquetOperator(
+        task_id="np",
+        symbols="HK.00700",
+        lake_path="/tmp/lake",
+        page_size=np.int64(50),
+        batch_size=np.int32(7),
+    )
+    assert op.page_size == 50 and positive_int(np.uint16(7), "batch_size") == 7
+    assert type(positive_int(np.int64(3), "n")) is int
 
 
 @pytest.mark.parametrize(
