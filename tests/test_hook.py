@@ -400,14 +400,19 @@ def _our_sockets(port: int) -> list[Any]:
 def test_close_leaves_nothing_behind_and_the_hook_works_again(
     sandbox: SandboxServer, use_conn: Callable[..., str]
 ) -> None:
-    """close() ends the session's sockets, its event loop and any thread of it; the next call opens anew."""
+    """close() ends the session's sockets, its event loop and its resolver threads; the next call opens
+    anew. (A host name, not an address, so that the name is resolved in a thread of the loop.)"""
     before = set(threading.enumerate())
-    hook = ShortInterestHook(shortint_conn_id=use_conn(sandbox.url, conn_id="cclose"))
+    url = f"http://localhost:{sandbox.port}"
+    hook = ShortInterestHook(shortint_conn_id=use_conn(url, conn_id="cclose"))
     assert hook.get_latest("HK.00700") is not None
     assert len(_our_sockets(sandbox.port)) == 1  # kept alive between calls
+    resolvers = [t for t in threading.enumerate() if t.name.startswith("asyncio_") and t not in before]
+    assert resolvers  # the loop's executor resolved "localhost"
     client = hook.get_conn()
     hook.close()
     assert client.closed and _our_sockets(sandbox.port) == []
+    assert not any(t.is_alive() for t in resolvers)
     assert {t for t in threading.enumerate() if t.is_alive()} - before <= {
         t for t in threading.enumerate() if t.name.endswith("(process_request_thread)")
     }  # only the sandbox's handler of the closed connection, which ends on its own
