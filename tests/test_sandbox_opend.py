@@ -279,12 +279,19 @@ def test_error_faults_take_precedence_over_a_drop(opend_sandbox: SandboxServer, 
 
 
 def test_dropped_connection_then_reconnect(opend_sandbox: SandboxServer, opend_client: Any) -> None:
-    """``malformed`` over OpenD drops the connection without a reply; the SDK reconnects by itself."""
+    """``malformed`` over OpenD drops the connection without a reply; the next connection is served."""
+    from futu import OpenQuoteContext
+
     opend_sandbox.configure(malformed_rate=1.0)
     assert opend_client.get_short_interest("HK.00700") == (-1, "Disconnect", None)
     opend_sandbox.configure(malformed_rate=0.0)
-    # The SDK waits its fixed reconnect interval (6 s), sends InitConnect again, then this query.
-    assert frame_of("HK.00700", opend_client.get_short_interest("HK.00700")).shape[0] == 10
+    # (futu-api would reconnect by itself after its fixed 6 s; a new context connects at once.)
+    fresh = OpenQuoteContext(host="127.0.0.1", port=opend_sandbox.opend_port)
+    try:
+        assert frame_of("HK.00700", fresh.get_short_interest("HK.00700")).shape[0] == 10
+        assert fresh.get_sync_conn_id() == 2  # the sandbox's second session
+    finally:
+        fresh.close()
     stats = opend_sandbox.stats()
     assert stats["faults"]["malformed"] == 1 and stats["by_ret_type"] == {"0": 1, "dropped": 1}
 
