@@ -74,8 +74,12 @@ def nothing_left(before: Leftovers, *hooks: FutuOpenDHook) -> None:
 def test_unresolvable_host_fails_at_once_naming_it(make_hook: HookFactory, leftovers: Any) -> None:
     before = leftovers()
     hook = make_hook(host=UNRESOLVABLE, max_retries=5)
+    started = time.monotonic()
     with pytest.raises(ShortInterestConnectionError) as info:
         hook.get_page("HK.00700")
+    print(
+        f"\nunresolvable host: failed after {time.monotonic() - started:.3f} s, {hook.requests_made} request"
+    )
     error = info.value
     assert error.error_code == "name_not_resolved"
     assert f"'{UNRESOLVABLE}' does not resolve" in error.message
@@ -124,6 +128,7 @@ def test_connection_with_a_hanging_resolver_answers_within_the_timeout(
     ok, message = outcome[0]
     assert not ok and "did not resolve within 0.3 s" in message, message
     assert waited >= 0.3  # it did wait the connection's timeout for the resolver
+    print(f"\ntest_connection, resolver hanging, timeout 0.3 s: answered after {waited:.3f} s")
     nothing_left(before, hook)
 
 
@@ -159,9 +164,11 @@ def test_init_connect_never_answered_waits_the_connections_timeout(
 ) -> None:
     before = leftovers()
     hostile_opend.behave(init="silent")
-    hook = make_hook(timeout=0.5, max_retries=1)
+    hook = make_hook(timeout=0.5, max_retries=1, backoff_base=0)
+    started = time.monotonic()
     with pytest.raises(ShortInterestServerError) as info:
         hook.get_page("HK.00700")
+    print(f"\nsilent InitConnect, timeout 0.5 s, 2 attempts: failed after {time.monotonic() - started:.2f} s")
     # The provider's own bound ended each attempt (futu-api's fixed 20 s would say "Abnormal event timeout").
     assert "no answer to InitConnect within 0.5 s" in str(info.value)
     assert hostile_opend.seen.init_connects == 2 and hook.requests_made == 2

@@ -117,10 +117,7 @@ def connect(addresses: AddrInfo, where: str, deadline: float, clock: Callable[[]
             sock.connect(address)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
-        except TimeoutError as err:
-            sock.close()
-            last = err
-        except OSError as err:
+        except OSError as err:  # TimeoutError included
             sock.close()
             last = err
     if last is None or isinstance(last, TimeoutError):
