@@ -380,7 +380,10 @@ def test_nothing_left_after_a_refused_port(make_hook: HookFactory, leftovers: An
         port = probe.getsockname()[1]
     before = leftovers()
     hook = make_hook(port=port, max_retries=1, backoff_base=0)
-    with pytest.raises(ShortInterestServerError, match=re.escape(f"nothing listens on 127.0.0.1:{port}")):
+    with pytest.raises(
+        ShortInterestServerError,
+        match=re.escape(f"could not connect to OpenD at 127.0.0.1:{port}: nothing listens there"),
+    ):
         hook.get_page("HK.00700")
     assert hook.requests_made == 2
     nothing_left(before, hook)

@@ -104,7 +104,7 @@ def _addresses(getaddrinfo: GetAddrInfo, host: str, port: int) -> AddrInfo:
     return found
 
 
-def connect(addresses: AddrInfo, where: str, deadline: float, clock: Callable[[], float]) -> socket.socket:
+def connect(addresses: AddrInfo, deadline: float, clock: Callable[[], float]) -> socket.socket:
     """A socket connected to the first address that accepts, all attempts together ending by ``deadline``."""
     last: OSError | None = None
     for family, kind, proto, _, address in addresses:
@@ -121,10 +121,10 @@ def connect(addresses: AddrInfo, where: str, deadline: float, clock: Callable[[]
             sock.close()
             last = err
     if last is None or isinstance(last, TimeoutError):
-        raise LinkFailure("connect_timeout", f"no TCP connection to {where} within the timeout")
+        raise LinkFailure("connect_timeout", "no TCP connection within the timeout")
     if isinstance(last, ConnectionRefusedError):
-        raise LinkFailure("connect_refused", f"nothing listens on {where} (connection refused)")
-    raise LinkFailure("connect_failed", f"no TCP connection to {where} ({clip(str(last), 80)})")
+        raise LinkFailure("connect_refused", "nothing listens there (connection refused)")
+    raise LinkFailure("connect_failed", f"no TCP connection ({clip(str(last), 80)})")
 
 
 # -- the relay ---------------------------------------------------------------------------------------------
@@ -192,7 +192,6 @@ class Relay:
     def __init__(
         self,
         upstream: socket.socket,
-        where: str,
         *,
         timeout: float,
         is_encrypt: bool,
@@ -202,7 +201,6 @@ class Relay:
     ) -> None:
         import futu.common.utils as futu_utils
 
-        self.where = where
         self.timeout = timeout
         self.max_frame = max_frame
         self.failure: LinkFailure | None = None
@@ -219,7 +217,9 @@ class Relay:
         self._to_sdk = bytearray()
         self._to_gateway = bytearray()
         self._waiting: dict[tuple[int, int], float] = {}  # (proto_id, serial) of a request -> its deadline
-        self._from_sdk = _Frames(futu_utils, 1 << 26, lambda proto: False)
+        self._from_sdk = _Frames(
+            futu_utils, 1 << 26, lambda proto: False
+        )  # our own requests: read for their ids
         self._from_gateway = _Frames(futu_utils, max_frame, lambda proto: proto == _INIT_CONNECT)
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(1)
@@ -257,9 +257,7 @@ class Relay:
         except LinkFailure as failure:
             self.failure = failure
         except OSError as err:
-            self.failure = LinkFailure(
-                "gateway_closed", f"the link to {self.where} failed ({clip(str(err), 80)})"
-            )
+            self.failure = LinkFailure("gateway_closed", f"the connection failed ({clip(str(err), 80)})")
         except Exception as err:  # a framing helper that changed: cut rather than pass bytes unchecked
             self.failure = LinkFailure("garbled", f"a frame the relay could not read ({type(err).__name__})")
         finally:

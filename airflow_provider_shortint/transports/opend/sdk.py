@@ -201,11 +201,10 @@ def open_connection(
             f"futu_opend connection: security_firm {firm!r} is not a futu-api SecurityFirm "
             f"({', '.join(futu.SecurityFirm.get_all_keys())})"
         )
-    where = f"{host}:{port}"
     deadline = clock() + timeout
-    upstream = connect(resolve(host, port, timeout, getaddrinfo), where, deadline, clock)
+    upstream = connect(resolve(host, port, timeout, getaddrinfo), deadline, clock)
     settled = threading.Event()  # the context is READY, or the relay ended, or the constructor returned
-    relay = Relay(upstream, where, timeout=timeout, is_encrypt=is_encrypt, on_end=settled.set)
+    relay = Relay(upstream, timeout=timeout, is_encrypt=is_encrypt, on_end=settled.set)
     _use()
     built: list[Any] = []
     abandoned = threading.Event()

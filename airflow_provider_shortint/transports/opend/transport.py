@@ -137,7 +137,7 @@ def link_error(
             f"{prefix}OpenD at {where} sent {detail}; the connection was cut", symbol=symbol
         )
     if kind in ("answer_timeout", "init_timeout", "resolve_timeout", "connect_timeout"):
-        return TransientFailure(f"timeout: OpenD at {where}: {detail}", "timeout")
+        return TransientFailure(f"OpenD at {where}: {detail}", "timeout")
     if kind in ("connect_refused", "connect_failed"):
         return TransientFailure(f"could not connect to OpenD at {where}: {detail}", "connection_error")
     return TransientFailure(f"OpenD at {where}: {detail}", "connection_error")  # closed, temporary DNS
