@@ -31,7 +31,7 @@ def import_transport() -> None:
     from airflow_provider_shortint.hooks.base import hook_for
 
     hook_for("shortint_stuck").close()
-    import requests  # noqa: F401
+    import aiohttp  # noqa: F401
 
 
 async def watch_held(server: DripServer, held: list[int], stop: asyncio.Event) -> None:

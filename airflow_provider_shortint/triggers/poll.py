@@ -1,8 +1,8 @@
 """The one poll step of both triggers: a symbol's newest trade date, asked from a thread, bounded in time.
 
-The hooks are synchronous (``requests``; the futu SDK, which starts threads of its own), so each poll
-runs in a thread started for it; the event loop only awaits that thread's future, for at most the time
-the caller allows. A poll that runs out of time is reported (``timed_out``) and its thread abandoned,
+The hooks are synchronous (REST: aiohttp on the hook's own event loop; the futu SDK, which starts
+threads of its own), so each poll runs in a thread started for it; the event loop only awaits that
+thread's future, for at most the time the caller allows. A poll that runs out of time is reported (``timed_out``) and its thread abandoned,
 never awaited: a server that drips one byte a second cannot hold a trigger past its deadline.
 
 Threads: one per in-flight poll, and at most one in flight per trigger run (a poll that finds the
