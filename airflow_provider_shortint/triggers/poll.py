@@ -2,8 +2,9 @@
 
 The hooks are synchronous (REST: aiohttp on the hook's own event loop; the futu SDK, which starts
 threads of its own), so each poll runs in a thread started for it; the event loop only awaits that
-thread's future, for at most the time the caller allows. A poll that runs out of time is reported (``timed_out``) and its thread abandoned,
-never awaited: a server that drips one byte a second cannot hold a trigger past its deadline.
+thread's future, for at most the time the caller allows. A poll that runs out of time is reported
+(``timed_out``) and its thread abandoned, never awaited: a server that drips one byte a second cannot
+hold a trigger past its deadline.
 
 Threads: one per in-flight poll, and at most one in flight per trigger run (a poll that finds the
 previous one still running waits for that one instead of sending another request). No fixed pool is
