@@ -27,7 +27,7 @@ from airflow_provider_shortint.retry import TransientFailure
 from airflow_provider_shortint.text import clip
 from airflow_provider_shortint.transports.opend.link import LinkFailure
 from airflow_provider_shortint.transports.opend.settings import OPEND_MAX_COUNT
-from airflow_provider_shortint.transports.paging import RawPage, is_last
+from airflow_provider_shortint.transports.paging import RawPage, server_next_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,12 +175,7 @@ def frames_to_page(symbol: str, us_df: pd.DataFrame, hk_df: pd.DataFrame) -> Raw
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             item["timestamp"] = seconds * 1000  # the lake stores milliseconds, as REST sends them
         items.append(item)
-    key = frame.attrs.get("next_key")
-    if key is not None and not isinstance(key, str):
-        raise ShortInterestResponseError(
-            f"{symbol}: next_key is not a string: {clip(repr(key), 80)}", symbol=symbol
-        )
-    return RawPage(items, None if is_last(key) else key)
+    return RawPage(items, server_next_key(symbol, frame.attrs.get("next_key")))
 
 
 class OpenDTransport:
