@@ -1,4 +1,4 @@
-"""ShortInterestToParquetOperator over a ``futu_opend`` connection under real Airflow (`airflow dags test`),
+"""ShortInterestToParquetOperator over a ``futu_opend`` connection under real Airflow (``dag.test()``),
 the real futu-api client and the sandbox's OpenD door."""
 
 from __future__ import annotations
@@ -63,11 +63,20 @@ def lake_rows(lake: Path) -> list[tuple[Any, ...]]:
     return (
         duckdb.connect()
         .execute(
-            f"select market, dt, {columns} from read_parquet('{lake}/**/*.parquet', hive_partitioning=true) "
-            "order by symbol, trade_date"
+            f"select market, year, {columns} "
+            f"from read_parquet('{lake}/**/*.parquet', hive_partitioning=true) order by symbol, trade_date"
         )
         .fetchall()
     )
+
+
+def year_files(histories: dict[str, list[dict[str, Any]]]) -> set[str]:
+    """The lake's files for these histories: one per market and calendar year."""
+    return {
+        f"market={symbol[:2]}/year={item['timestamp_str'][:4]}/part-0.parquet"
+        for symbol, history in histories.items()
+        for item in history
+    }
 
 
 @pytest.mark.timeout(1500)
@@ -83,22 +92,21 @@ def test_full_rerun_and_incremental_over_opend(
     assert summary["requests"] == sum(math.ceil(len(h) / 50) for h in histories.values())  # pages of 50
     assert opend_sandbox.stats()["by_transport"] == {"rest": 0, "opend": summary["requests"]}
     assert summary["rows_written"] == sum(len(h) for h in histories.values()) and summary["failed"] == {}
-    expected = {
-        f"market={s[:2]}/dt={item['timestamp_str']}/part-0.parquet"
-        for s, h in histories.items()
-        for item in h
-    }
     files = sorted(lake.rglob("*.parquet"))
-    assert {str(p.relative_to(lake)) for p in files} == expected
-    for path in files[:: max(1, len(files) // 20)]:
+    assert {str(p.relative_to(lake)) for p in files} == year_files(histories)
+    for path in files:
         table = pq.read_table(path)
         assert table.schema.equals(lake_schema())
-        assert table.column("symbol").to_pylist() == sorted(table.column("symbol").to_pylist())
+        keys = list(
+            zip(table.column("symbol").to_pylist(), table.column("trade_date").to_pylist(), strict=True)
+        )
+        assert keys == sorted(keys)  # sorted by (symbol, trade_date)
     hk = (
         duckdb.connect()
         .execute(
             "select timestamp, aggregated_short, aggregated_short_ratio, avg_daily_short_volume, avg_cost "
-            f"from read_parquet('{lake}/market=HK/dt=2026-05-15/*.parquet') where symbol = 'HK.00700'"
+            f"from read_parquet('{lake}/**/*.parquet', hive_partitioning=true) "
+            "where symbol = 'HK.00700' and trade_date = date '2026-05-15'"
         )
         .fetchall()
     )
@@ -114,18 +122,16 @@ def test_full_rerun_and_incremental_over_opend(
     rerun = run(home, opend_sandbox, tmp_path, "full", symbols=SYMBOLS, lake=str(lake))
     assert rerun["code"] == 0 and rerun["summary"]["rows_written"] == 0 and snapshot(lake) == before
 
-    # A new trading date: still one request per symbol, only the new partitions appear.
+    # A new trading date: still one request per symbol; only the files of the new dates' years change.
     new_hk, new_us = opend_sandbox.publish("HK"), opend_sandbox.publish("US")
     opend_sandbox.reset_stats()
     third = run(home, opend_sandbox, tmp_path, "incremental", symbols=SYMBOLS, lake=str(lake))
     assert third["code"] == 0, third["output"][-3000:]
     assert third["summary"]["requests"] == 4 and third["summary"]["rows_written"] == 4
     after = snapshot(lake)
-    assert set(after) - set(before) == {
-        f"market=HK/dt={new_hk.isoformat()}/part-0.parquet",
-        f"market=US/dt={new_us.isoformat()}/part-0.parquet",
-    }
-    assert {k: v for k, v in after.items() if k in before} == before
+    touched = {f"market=HK/year={new_hk.year}/part-0.parquet", f"market=US/year={new_us.year}/part-0.parquet"}
+    assert {name for name in after if after[name] != before.get(name)} == touched
+    assert third["summary"]["partitions_written"] == 2
 
 
 @pytest.mark.timeout(900)
