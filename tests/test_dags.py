@@ -118,15 +118,19 @@ def test_daily_waits_deferrably_then_loads_each_market(dagbag: Parsed) -> None:
         assert sensor.poke_interval == 15 * 60
 
 
-def test_poll_interval_is_shortened_by_the_environment(
+def test_poll_interval_is_left_to_the_process_that_polls(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Parsing fixes no poll interval: the sensors and watchers carry None, so the triggerer's own
+    $SHORTINT_POKE_INTERVAL decides when they poll, whatever the DAG processor's environment said."""
     monkeypatch.setenv("SHORTINT_POKE_INTERVAL", "5")
     parsed = _parse_offline(monkeypatch, DAGS, tmp_path / "lake")
     assert parsed.import_errors == {}
-    assert parsed.dags["shortint_daily"].get_task("hk.wait_for_new_record").poke_interval == 5
+    for market in ("hk", "us"):
+        sensor = parsed.dags["shortint_daily"].get_task(f"{market}.wait_for_new_record")
+        assert sensor.poke_interval_from_setting and sensor.deferrable
     watched = parsed.dags["shortint_on_new_record"].timetable.asset_condition.objects
-    assert {asset.watchers[0].trigger.poke_interval for asset in watched} == {5.0}
+    assert {asset.watchers[0].trigger.poke_interval for asset in watched} == {None}
 
 
 def test_asset_watcher_example_builds_its_watchers(dagbag: Parsed) -> None:
@@ -152,7 +156,7 @@ def test_asset_watcher_example_builds_its_watchers(dagbag: Parsed) -> None:
             "symbol": bellwether,
             "after": None,
             "shortint_conn_id": "shortint_default",
-            "poke_interval": 900.0,
+            "poke_interval": None,
             "max_backoff": 3600.0,
         }
     # What the DAG processor stores for the triggerer: both watchers, with their trigger's kwargs.
@@ -182,10 +186,10 @@ def _lake_rows(lake: Path) -> list[dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    partitioning = ds.partitioning(pa.schema([("market", pa.string()), ("dt", pa.string())]), flavor="hive")
+    partitioning = ds.partitioning(pa.schema([("market", pa.string()), ("year", pa.int32())]), flavor="hive")
     dataset = ds.dataset(str(lake), format="parquet", partitioning=partitioning)
     rows: list[dict[str, Any]] = dataset.to_table(
-        columns=["symbol", "trade_date", "market", "dt"]
+        columns=["symbol", "trade_date", "market", "year"]
     ).to_pylist()
     return rows
 
@@ -241,10 +245,10 @@ def test_backfill_daily_report_end_to_end(airflow_home: AirflowHome, tmp_path: P
     assert set(keys) == expected  # full history, then exactly the newly published date
     for market in ("HK", "US"):
         assert max(day for symbol, day in keys if symbol.startswith(market)) == new_dates[market]
-    partitions = {(row["market"], row["dt"]) for row in rows}
-    assert all(row["dt"] == str(row["trade_date"]) for row in rows)
+    partitions = {(row["market"], row["year"]) for row in rows}
+    assert all(row["year"] == row["trade_date"].year for row in rows)
     assert all(row["symbol"].startswith(f"{row['market']}.") for row in rows)
-    files = sorted(lake.glob("market=*/dt=*/*.parquet"))
+    files = sorted(lake.glob("market=*/year=*/*.parquet"))
     assert len(files) == len(partitions) and all(f.name == "part-0.parquet" for f in files)
 
     folder = reports / max(new_dates.values())

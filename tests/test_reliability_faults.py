@@ -73,7 +73,7 @@ def backfill(conn_id: str, symbols: list[str], lake: Path) -> tuple[dict[str, An
 
 
 def lake_query(lake: Path) -> str:
-    columns = ", ".join([c for c in COLUMNS if c != "ingested_at"] + ["market", "dt"])
+    columns = ", ".join([c for c in COLUMNS if c != "ingested_at"] + ["market", "year"])
     return f"select {columns} from read_parquet('{lake}/**/*.parquet', hive_partitioning=true)"
 
 
