@@ -1,8 +1,13 @@
-"""``python -m bench [--quick] [NAME...]``: run the benchmarks and print one table per benchmark."""
+"""``python -m bench [--quick | --full] [NAME...]``: run the benchmarks and print one table per benchmark.
+
+``--quick`` runs smaller versions (a smoke test); ``--full`` runs the benchmarks that have one at their
+full size (``lake_scale``: a whole market, about 8 M rows).
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import platform
 import sys
 import time
@@ -19,6 +24,7 @@ BENCHMARKS = tuple(
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
+    full = "--full" in argv
     names = [arg for arg in argv if not arg.startswith("-")] or list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
@@ -26,7 +32,7 @@ def main(argv: list[str]) -> int:
         return 2
     print(
         f"# python {platform.python_version()} on {platform.machine()}, "
-        f"{__import__('os').cpu_count()} CPUs{' (quick)' if quick else ''}",
+        f"{__import__('os').cpu_count()} CPUs{' (quick)' if quick else ''}{' (full)' if full else ''}",
         flush=True,
     )
     outcome: dict[str, str] = {}
@@ -35,7 +41,10 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"bench.{name}")
         begin = time.perf_counter()
         try:
-            report: Report = module.run(quick=quick)
+            options = {"quick": quick}
+            if full and "full" in inspect.signature(module.run).parameters:
+                options["full"] = True
+            report: Report = module.run(**options)
         except Exception:
             traceback.print_exc()
             outcome[name] = "ERROR"
