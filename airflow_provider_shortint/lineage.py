@@ -30,12 +30,18 @@ OPEND_CONN_TYPE = FutuOpenDSettings.conn_type
 OPEND_DEFAULT_PORT = DEFAULT_PORT
 
 
-def lake_assets(lake_path: object) -> dict[str, Asset]:
-    """One Asset per market folder of the lake: ``{"HK": Asset("file:///data/lake/market=HK"), ...}``,
-    named after :func:`~airflow_provider_shortint.lake.location.lake_uri` (one URI however the lake is
-    spelled)."""
+def lake_assets(lake_path: object, table_format: str = "parquet", **options: Any) -> dict[str, Asset]:
+    """The Assets a load of each market writes: for the Parquet lake one per market folder
+    (``{"HK": Asset("file:///data/lake/market=HK"), ...}``, named after
+    :func:`~airflow_provider_shortint.lake.location.lake_uri`: one URI however the lake is spelled); for a
+    Delta or Iceberg table the table itself, the same Asset for every market. Syntax only (DAG parse)."""
     from airflow.sdk import Asset
 
+    if table_format != "parquet":
+        from airflow_provider_shortint.lake.formats import table_asset_uri
+
+        table = Asset(table_asset_uri(lake_path, table_format, **options))
+        return dict.fromkeys(MARKETS, table)
     root = lake_uri(lake_path)
     return {market: Asset(f"{root}/market={market}") for market in MARKETS}
 
@@ -78,8 +84,10 @@ def build_lineage(
     markets: Sequence[str],
     rows_written: Mapping[str, int],
     files_written: Mapping[str, int],
+    table: tuple[str, str] | None = None,
 ) -> OperatorLineage[Any, Any]:
-    """Inputs: the API per market read; outputs: the lake per market, schema and what this run wrote."""
+    """Inputs: the API per market read; outputs: the lake per market, schema and what this run wrote (a
+    Delta or Iceberg ``table``, given as its ``(namespace, name)``: one output for every market)."""
     import pyarrow as pa
     from airflow.providers.common.compat.openlineage.facet import (
         InputDataset,
@@ -93,6 +101,10 @@ def build_lineage(
     from airflow_provider_shortint.records import lake_schema
 
     fields: list[pa.Field] = list(lake_schema())
+    if table is not None:
+        from airflow_provider_shortint.lake.formats.base import table_schema
+
+        fields = list(table_schema())
     schema = SchemaDatasetFacet(
         fields=[
             SchemaDatasetFacetFields(name=field.name, type=str(field.type), ordinal_position=position)
@@ -100,12 +112,15 @@ def build_lineage(
         ]
     )
     inputs = [] if source is None else [InputDataset(source, api_dataset_name(m)) for m in markets]
+    if table is not None:  # one dataset: the table, with what the run wrote in every market
+        written = [(*table, sum(rows_written.values()), sum(files_written.values()))]
+    else:
+        written = [
+            (*lake_dataset(lake_path, m), rows_written.get(m, 0), files_written.get(m, 0)) for m in markets
+        ]
     outputs = []
-    for market in markets:
-        namespace, name = lake_dataset(lake_path, market)
-        statistics = OutputStatisticsOutputDatasetFacet(
-            rowCount=rows_written.get(market, 0), fileCount=files_written.get(market, 0)
-        )
+    for namespace, name, rows, files in written:
+        statistics = OutputStatisticsOutputDatasetFacet(rowCount=rows, fileCount=files)
         outputs.append(
             OutputDataset(
                 namespace,

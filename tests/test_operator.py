@@ -286,7 +286,7 @@ def test_every_argument_is_documented() -> None:
         for name, p in inspect.signature(ShortInterestToParquetOperator.__init__).parameters.items()
         if name != "self" and p.kind is p.KEYWORD_ONLY
     ]
-    assert len(arguments) == 10
+    assert len(arguments) == 12
     assert [name for name in arguments if f":param {name}:" not in doc] == []
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.lake.layout import Partition, year_partition
 from airflow_provider_shortint.lake.location import LocalLocation, RemoteLocation, parse_location
-from airflow_provider_shortint.lake.parquet_lake import ParquetLake, open_lake
+from airflow_provider_shortint.lake.parquet_lake import ParquetLake
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -49,7 +49,7 @@ def migrate_daily_lake(source: object, target: object) -> MigrationResult:
     ``InvalidParameterError`` before reading anything otherwise.
     """
     _check_apart(source, target)
-    old, new = open_lake(source), open_lake(target)  # type: ignore[arg-type]
+    old, new = ParquetLake(source), ParquetLake(target)  # type: ignore[arg-type]
     contents = old._contents()
     if not contents.legacy:
         raise InvalidParameterError(

@@ -112,17 +112,6 @@ class Contents:
         return bool(self.legacy) and not any(not part.legacy for part in self.partitions)
 
 
-def open_lake(path: str | os.PathLike[str] | ObjectStoragePath) -> ParquetLake:
-    """Open the lake at ``path``: an absolute local path, a ``file://`` URL, or an ObjectStoragePath URL.
-
-    Object storage takes Airflow's form ``s3://aws_conn_id@bucket/prefix`` (the connection id before
-    '@'). Only the syntax is checked here; nothing is read or created until the first upsert or read.
-    Raises ``InvalidParameterError`` for relative paths, '..' segments, surrounding whitespace, a path
-    that is a file, empty strings, non-paths and unknown schemes.
-    """
-    return ParquetLake(path)
-
-
 class ParquetLake:
     """A hive-partitioned Parquet dataset of short-interest rows (DESIGN.md §6, docs/LAKE.md)."""
 

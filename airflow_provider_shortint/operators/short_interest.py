@@ -1,4 +1,5 @@
-"""ShortInterestToParquetOperator: HK/US short interest history into the partitioned Parquet lake."""
+"""ShortInterestToParquetOperator: HK/US short interest history into the lake (the partitioned Parquet
+lake, or a Delta Lake or Iceberg table: ``table_format``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from airflow_provider_shortint.exceptions import (
     RejectedSymbolsError,
     UnsupportedSecurityError,
 )
+from airflow_provider_shortint.lake import ParquetLake
 from airflow_provider_shortint.lake.location import lake_uri
 from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKETS, market_of
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_shortint.hooks.base import ShortInterestBaseHook
-    from airflow_provider_shortint.lake import ParquetLake, UpsertResult
+    from airflow_provider_shortint.lake import Lake, UpsertResult
 
 MODES = ("incremental", "full")
 SYMBOL_ERROR_POLICIES = ("fail", "warn")
@@ -77,7 +79,14 @@ class ShortInterestToParquetOperator(BaseOperator):
     :param commit_rows: rows fetched between two stagings at most (what memory holds, besides one
         symbol's history).
     :param staging: a staging run name (templated, e.g. ``"{{ run_id }}"``): stage everything under it
-        and write no partition; ``None`` (default): the run commits its own rows at the end.
+        and write no partition; ``None`` (default): the run commits its own rows at the end. Parquet
+        lake only.
+    :param table_format: ``"parquet"`` (the default: the partitioned Parquet lake), ``"delta"`` (a Delta
+        Lake table at ``lake_path``) or ``"iceberg"`` (``lake_path`` is ``namespace.table`` in the
+        catalog of ``catalog_conn_id``; extras ``[delta]``, ``[iceberg]``). A table commits each batch
+        (its commit protocol keeps concurrent writers apart) and is announced as one Asset.
+    :param catalog_conn_id: ``table_format="iceberg"``: the ``iceberg_catalog`` connection (default
+        ``iceberg_default``).
     :param on_symbol_error: what a symbol the API rejects (-7, -8, -3) does once the rest is committed:
         ``"fail"`` fails the task naming every rejected symbol; ``"warn"`` logs them and succeeds (they
         are in the summary's ``failed``).
@@ -100,8 +109,20 @@ class ShortInterestToParquetOperator(BaseOperator):
         commit_rows: int = COMMIT_ROWS,
         staging: str | None = None,
         on_symbol_error: str = "fail",
+        table_format: str = "parquet",
+        catalog_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_shortint.lake import TABLE_FORMATS
+
+        if table_format not in TABLE_FORMATS:
+            raise InvalidParameterError(f"table_format must be one of {TABLE_FORMATS}, got {table_format!r}")
+        if catalog_conn_id is not None and table_format != "iceberg":
+            raise InvalidParameterError("catalog_conn_id names the catalog of table_format 'iceberg' only")
+        if staging is not None and table_format != "parquet":
+            raise InvalidParameterError(
+                f"staging is for the Parquet lake; a {table_format} table commits each batch itself"
+            )
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if on_symbol_error not in SYMBOL_ERROR_POLICIES:
@@ -118,9 +139,12 @@ class ShortInterestToParquetOperator(BaseOperator):
             parse_symbols(_literal_list(symbols))
         if since is None or _is_literal(since):
             to_date(since, "since")
+        options = {"catalog_conn_id": catalog_conn_id} if catalog_conn_id is not None else {}
         if "outlets" not in kwargs and isinstance(lake_path, str) and not is_template(lake_path):
-            kwargs["outlets"] = list(lake_assets(lake_path).values())
+            kwargs["outlets"] = list(dict.fromkeys(lake_assets(lake_path, table_format, **options).values()))
         super().__init__(**kwargs)
+        self.table_format = table_format
+        self.catalog_conn_id = catalog_conn_id
         self.symbols = symbols
         self.lake_path = lake_path
         self.mode = mode
@@ -141,7 +165,7 @@ class ShortInterestToParquetOperator(BaseOperator):
         since = to_date(self.since, "since")
         if self.staging is not None and (not isinstance(self.staging, str) or not self.staging.strip()):
             raise InvalidParameterError(f"staging must be a non-empty string or None, got {self.staging!r}")
-        lake = open_lake(self.lake_path)
+        lake = open_lake(self.lake_path, self.table_format, **self._table_options())
         hook = hook_for(self.shortint_conn_id)  # REST or OpenD, by the connection's type
         # The connection's settings and its budget (Redis included) are read now: a bad extra fails the
         # task here with the connection's message, instead of being blamed on every symbol in turn.
@@ -153,7 +177,9 @@ class ShortInterestToParquetOperator(BaseOperator):
             self._run(hook, writer, symbols, since, totals)
         finally:
             # Also after a failure: lineage then reports the batches that were committed.
-            self._load_facts = totals.facts(_api_source(hook, self.shortint_conn_id), self.lake_path)
+            self._load_facts = totals.facts(
+                _api_source(hook, self.shortint_conn_id), self.lake_path, _table_dataset(lake)
+            )
             hook.close()
         summary = totals.summary(lake.uri, self.mode, len(symbols))
         self._announce(context, summary)
@@ -226,21 +252,27 @@ class ShortInterestToParquetOperator(BaseOperator):
         """Asset events only for the markets that got rows, with rows written and the latest trade date."""
         if not self.outlets:
             return
-        assets = lake_assets(self.lake_path)
+        assets = lake_assets(self.lake_path, self.table_format, **self._table_options())
         written = {m: n for m, n in summary["rows_written_by_market"].items() if n > 0 and m in assets}
         # Airflow registers an event for every outlet of a task that succeeds, read from the running task:
-        # a market without new rows leaves this run's outlets (the DAG still declares it).
-        silent = [asset for market, asset in assets.items() if market not in written]
-        self.outlets = [outlet for outlet in self.outlets if outlet not in silent]
+        # an Asset without new rows leaves this run's outlets (the DAG still declares it). A table is one
+        # Asset for every market: it gets an event when any market got rows.
+        announced = {assets[market] for market in written}
+        self.outlets = [
+            outlet for outlet in self.outlets if outlet in announced or outlet not in assets.values()
+        ]
         events = context.get("outlet_events")
         if events is None:
             return
-        for market, rows in written.items():
-            if assets[market] in self.outlets:
-                extra = events[assets[market]].extra
-                extra["rows_written"] = rows
-                extra["latest_trade_date"] = summary["latest_trade_date"].get(market)
-                extra["lake"] = lake_uri(self.lake_path)
+        for asset in announced:
+            if asset in self.outlets:
+                markets = [market for market in written if assets[market] == asset]
+                extra = events[asset].extra
+                extra["rows_written"] = sum(written[market] for market in markets)
+                extra["latest_trade_date"] = max(
+                    summary["latest_trade_date"].get(market) or "" for market in markets
+                )
+                extra["lake"] = asset.uri if self.table_format != "parquet" else lake_uri(self.lake_path)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage[Any, Any] | None:
         """OpenLineage: the API per market read as inputs, the lake per market as outputs (rows written).
@@ -259,7 +291,12 @@ class ShortInterestToParquetOperator(BaseOperator):
             markets=facts.markets,
             rows_written=facts.rows_written,
             files_written=facts.files_written,
+            table=facts.table,
         )
+
+    def _table_options(self) -> dict[str, Any]:
+        """``open_lake``'s options: the Iceberg catalog connection, when one is named."""
+        return {"catalog_conn_id": self.catalog_conn_id} if self.catalog_conn_id is not None else {}
 
 
 class _Writer:
@@ -270,9 +307,7 @@ class _Writer:
     commits at the end: each partition is written once per run. With ``staging`` it only stages.
     """
 
-    def __init__(
-        self, lake: ParquetLake, totals: _Totals, staging: str | None, names: tuple[str, str]
-    ) -> None:
+    def __init__(self, lake: Lake, totals: _Totals, staging: str | None, names: tuple[str, str]) -> None:
         self.lake = lake
         self.totals = totals
         self.shared = staging
@@ -289,14 +324,20 @@ class _Writer:
 
     def resume(self) -> None:
         """Commit what an earlier attempt of this task staged under its own name (none with ``staging``)."""
-        if self.shared is None:
+        if self.shared is None and isinstance(self.lake, ParquetLake):
             self.count(self.lake.commit_staged(self.run))
 
     def stage(self) -> None:
-        """Make the rows waiting in memory durable under the staging run, and forget them."""
+        """Make the rows waiting in memory durable under the staging run, and forget them (a table:
+        commit them, its commit being as cheap as a staged file)."""
         from airflow_provider_shortint.records import concat_tables
 
         table = concat_tables(self.tables)
+        if not isinstance(self.lake, ParquetLake):
+            self.tables, self.symbols, self.rows = [], 0, 0
+            if table.num_rows:
+                self.count(self.lake.upsert(table))
+            return
         if table.num_rows:
             self.totals.rows_staged += self.lake.stage(
                 table, self.run, f"{self.prefix}.{self.batches:05d}"
@@ -308,7 +349,7 @@ class _Writer:
         """The end of the run: commit (directly when nothing was staged), or only stage with ``staging``."""
         from airflow_provider_shortint.records import concat_tables
 
-        if self.shared is not None or self.batches:
+        if isinstance(self.lake, ParquetLake) and (self.shared is not None or self.batches):
             self.stage()
             if self.shared is None:
                 self.count(self.lake.commit_staged(self.run))
@@ -356,6 +397,7 @@ class _LoadFacts:
     markets: tuple[str, ...]
     rows_written: dict[str, int]
     files_written: dict[str, int]
+    table: tuple[str, str] | None  # a Delta or Iceberg table's (namespace, name); None: the Parquet lake
 
 
 @dataclass
@@ -371,12 +413,12 @@ class _Totals:
     failed: dict[str, str] = field(default_factory=dict)  # symbol -> why the API rejected it
     quarantined: list[str] = field(default_factory=list)  # files the lake did not write, moved away
 
-    def facts(self, source: str | None, lake_path: str) -> _LoadFacts:
+    def facts(self, source: str | None, lake_path: str, table: tuple[str, str] | None) -> _LoadFacts:
         files: dict[str, int] = {}
         for partition in self.partitions:
             market = partition.partition("/")[0].removeprefix("market=")
             files[market] = files.get(market, 0) + 1
-        return _LoadFacts(source, lake_path, tuple(self.rows_written), dict(self.rows_written), files)
+        return _LoadFacts(source, lake_path, tuple(self.rows_written), dict(self.rows_written), files, table)
 
     def see_date(self, market: str, day: str) -> None:
         self.latest_trade_date[market] = max(self.latest_trade_date.get(market, ""), day)
@@ -404,6 +446,16 @@ def _api_source(hook: ShortInterestBaseHook, conn_id: str) -> str | None:
 
     try:
         return api_namespace(hook.get_connection(conn_id))
+    except Exception:  # lineage must never fail a load
+        return None
+
+
+def _table_dataset(lake: Lake) -> tuple[str, str] | None:
+    """A table's OpenLineage ``(namespace, name)``; None for the Parquet lake (one dataset per market)."""
+    if isinstance(lake, ParquetLake):
+        return None
+    try:
+        return lake.lineage_dataset()
     except Exception:  # lineage must never fail a load
         return None
 

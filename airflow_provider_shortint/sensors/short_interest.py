@@ -12,7 +12,11 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from airflow_provider_shortint.exceptions import NonRetryableError, ShortInterestError
+from airflow_provider_shortint.exceptions import (
+    InvalidParameterError,
+    NonRetryableError,
+    ShortInterestError,
+)
 from airflow_provider_shortint.validation import is_template, positive_int
 
 if TYPE_CHECKING:
@@ -51,6 +55,8 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
     :param symbol: "HK.00700" or "US.AAPL" (templated)
     :param after: ISO date ``YYYY-MM-DD`` (templated); None: use the lake, or accept any record
     :param lake_path: lake to read the reference date from when ``after`` is None (templated)
+    :param table_format: the lake's format, ``"parquet"`` (default), ``"delta"`` or ``"iceberg"``
+    :param catalog_conn_id: ``table_format="iceberg"``: the catalog connection (default ``iceberg_default``)
     :param shortint_conn_id: connection id, of type ``shortint`` or ``futu_opend``
     :param deferrable: wait in the triggerer (``ShortInterestNewRecordTrigger``) instead of a worker
     :param max_failures: deferrable mode: consecutive failed polls before the task fails
@@ -74,9 +80,15 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         shortint_conn_id: str = "shortint_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_failures: int = 10,
+        table_format: str = "parquet",
+        catalog_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_shortint.lake import TABLE_FORMATS
         from airflow_provider_shortint.triggers.poll import DEFAULT_POKE_INTERVAL
+
+        if table_format not in TABLE_FORMATS:
+            raise InvalidParameterError(f"table_format must be one of {TABLE_FORMATS}, got {table_format!r}")
 
         #: ``poke_interval=None``: the process that polls reads $SHORTINT_POKE_INTERVAL when it polls.
         self.poke_interval_from_setting = "poke_interval" in kwargs and kwargs["poke_interval"] is None
@@ -89,6 +101,8 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
         self.shortint_conn_id = shortint_conn_id
         self.deferrable = deferrable
         self.max_failures = positive_int(max_failures, "max_failures")
+        self.table_format = table_format
+        self.catalog_conn_id = catalog_conn_id
         # Static (non-templated) values are checked now, so a typo fails the DAG import, not a run.
         from airflow_provider_shortint.symbols import normalize_symbol
         from airflow_provider_shortint.validation import to_date
@@ -112,7 +126,9 @@ class ShortInterestNewRecordSensor(BaseSensorOperator):
                 return Target(symbol, after)
             from airflow_provider_shortint.lake import open_lake
 
-            lake = open_lake(self.lake_path)  # e.g. a relative path: bad input, not worth a retry
+            options = {"catalog_conn_id": self.catalog_conn_id} if self.catalog_conn_id is not None else {}
+            # e.g. a relative path: bad input, not worth a retry
+            lake = open_lake(self.lake_path, self.table_format, **options)
             return Target(symbol, lake.latest_dates([symbol]).get(symbol))
         except ShortInterestError as err:
             raise AirflowFailException(f"{self.task_id}: {err.message}") from None

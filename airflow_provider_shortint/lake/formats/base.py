@@ -215,7 +215,7 @@ class TableLake(abc.ABC):
             unchanged = incoming.num_rows - changed.num_rows
             touched = sorted(set(changed.column(MARKET_COLUMN).to_pylist()))
             if changed.num_rows == 0:
-                return self._result(0, unchanged, [], markets, latest, conflicts)
+                return self._result(0, unchanged, [], markets, latest, conflicts, {})
             replaced = incoming.filter(_and(changed_mask, matched_mask)).select(
                 ["symbol", "trade_date", MARKET_COLUMN]
             )
@@ -232,7 +232,15 @@ class TableLake(abc.ABC):
                 if attempt < self.max_commit_attempts:
                     self._sleep(backoff_delay(attempt, *CONFLICT_BACKOFF))
                 continue
-            return self._result(changed.num_rows, unchanged, touched, markets, latest, conflicts)
+            counts = changed.group_by(MARKET_COLUMN, use_threads=False).aggregate([(MARKET_COLUMN, "count")])
+            by_market = dict(
+                zip(
+                    counts.column(MARKET_COLUMN).to_pylist(),
+                    counts.column(f"{MARKET_COLUMN}_count").to_pylist(),
+                    strict=True,
+                )
+            )
+            return self._result(changed.num_rows, unchanged, touched, markets, latest, conflicts, by_market)
         raise LakeConflictError(
             f"table {self.uri}: other writers committed first on each of {self.max_commit_attempts} "
             "attempts to upsert; too many writers on one table at once (re-running the upsert converges)"
@@ -246,6 +254,7 @@ class TableLake(abc.ABC):
         markets: list[str],
         latest: dict[str, str],
         conflicts: int,
+        by_market: dict[str, int],
     ) -> UpsertResult:
         result = UpsertResult(
             rows_written=written,
@@ -254,6 +263,7 @@ class TableLake(abc.ABC):
             partitions_unchanged=len(markets) - len(touched),
             latest_trade_date=latest,
             conflicts=conflicts,
+            rows_written_by_market=by_market,
         )
         log.info(
             "table %s: %d row(s) written, %d unchanged; %d conflict(s)",
