@@ -113,6 +113,7 @@ def test_mapped_backfill_reports_lineage_and_announces_a_partial_success(
         ("split_universe", -1): "success",
         ("load_full_history", 0): "success",
         ("load_full_history", 1): "success",
+        ("commit", -1): "success",
         ("summarize", -1): "success",
         ("check_rejected", -1): "failed",
     }, output
@@ -127,7 +128,7 @@ def test_mapped_backfill_reports_lineage_and_announces_a_partial_success(
         (assets["US"].uri, "summarize", us_rows),
     ]
 
-    # OpenLineage: each mapped load reports the API market it read and the lake market it wrote.
+    # OpenLineage: each mapped load reports the API market it read and the lake market it staged rows for.
     assert ol_file.exists(), output
     text = ol_file.read_text()
     assert "SECRET-TOKEN-42" not in text

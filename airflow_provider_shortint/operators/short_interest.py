@@ -64,7 +64,8 @@ class ShortInterestToParquetOperator(BaseOperator):
     ``rows_written``, ``latest_trade_date`` and ``lake`` in its extra. Airflow drops the events of a
     failed task: to announce a partial load, use ``on_symbol_error="warn"`` and fail the run in a later
     task (as ``shortint_backfill`` does). With the OpenLineage provider installed, the task reports the
-    API per market as inputs and the lake per market as outputs (schema, rows and files written).
+    API per market as inputs and the lake per market as outputs (schema, rows and files written; with
+    ``staging``, the rows it staged for the commit).
 
     :param symbols: ``"HK.00700,US.AAPL"`` or a list (templated); normalised and validated before any
         request, and at DAG parse time when it has no template.
@@ -178,7 +179,10 @@ class ShortInterestToParquetOperator(BaseOperator):
         finally:
             # Also after a failure: lineage then reports the batches that were committed.
             self._load_facts = totals.facts(
-                _api_source(hook, self.shortint_conn_id), self.lake_path, _table_dataset(lake)
+                _api_source(hook, self.shortint_conn_id),
+                self.lake_path,
+                _table_dataset(lake),
+                staging=self.staging is not None,
             )
             hook.close()
         summary = totals.summary(lake.uri, self.mode, len(symbols))
@@ -339,9 +343,9 @@ class _Writer:
                 self.count(self.lake.upsert(table))
             return
         if table.num_rows:
-            self.totals.rows_staged += self.lake.stage(
-                table, self.run, f"{self.prefix}.{self.batches:05d}"
-            ).rows
+            self.totals.stage(
+                table, self.lake.stage(table, self.run, f"{self.prefix}.{self.batches:05d}").rows
+            )
             self.batches += 1
         self.tables, self.symbols, self.rows = [], 0, 0
 
@@ -407,18 +411,37 @@ class _Totals:
     requests: int = 0
     rows_fetched: int = 0
     rows_staged: int = 0  # rows made durable under _staging/ (committed by this run, or later)
+    staged_by_market: dict[str, int] = field(default_factory=dict)  # market -> rows staged
     rows_written: dict[str, int] = field(default_factory=dict)  # market -> rows new or changed
     partitions: set[str] = field(default_factory=set)  # "market=HK/year=2026" written
     latest_trade_date: dict[str, str] = field(default_factory=dict)  # market -> newest ISO date
     failed: dict[str, str] = field(default_factory=dict)  # symbol -> why the API rejected it
     quarantined: list[str] = field(default_factory=list)  # files the lake did not write, moved away
 
-    def facts(self, source: str | None, lake_path: str, table: tuple[str, str] | None) -> _LoadFacts:
+    def stage(self, table: pa.Table, rows: int) -> None:
+        """Count ``rows`` staged (per market, for lineage)."""
+        import pyarrow.compute as pc
+
+        from airflow_provider_shortint.lake.arrow import market_column
+
+        self.rows_staged += rows
+        counts = pc.value_counts(market_column(table.column("symbol")))
+        for entry in counts.to_pylist():
+            market = entry["values"]
+            self.staged_by_market[market] = self.staged_by_market.get(market, 0) + entry["counts"]
+
+    def facts(
+        self, source: str | None, lake_path: str, table: tuple[str, str] | None, staging: bool
+    ) -> _LoadFacts:
+        """What lineage reports; a staging run reports the rows it staged (a later commit writes them)."""
         files: dict[str, int] = {}
         for partition in self.partitions:
             market = partition.partition("/")[0].removeprefix("market=")
             files[market] = files.get(market, 0) + 1
-        return _LoadFacts(source, lake_path, tuple(self.rows_written), dict(self.rows_written), files, table)
+        rows = (
+            {m: self.staged_by_market.get(m, 0) for m in self.rows_written} if staging else self.rows_written
+        )
+        return _LoadFacts(source, lake_path, tuple(self.rows_written), dict(rows), files, table)
 
     def see_date(self, market: str, day: str) -> None:
         self.latest_trade_date[market] = max(self.latest_trade_date.get(market, ""), day)
