@@ -29,11 +29,13 @@ from airflow_provider_shortint.examples.settings import (
     conn_id,
     default_lake_path,
     fail_if_rejected,
+    table_format,
 )
 from airflow_provider_shortint.markets import MARKET_CODES
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 
 LAKE_ALIAS = "shortint_backfill_lake"
+TABLE_FORMAT = table_format()
 DEFAULT_SYMBOLS = ",".join(symbol for market in MARKET_CODES for symbol in DEFAULT_UNIVERSE[market])
 
 
@@ -82,7 +84,9 @@ def shortint_backfill() -> None:
         task_id="load_full_history",
         lake_path="{{ params.lake_path }}",
         mode="full",
-        staging="{{ run_id }}",  # every chunk stages; `commit` writes each partition once
+        # Parquet: every chunk stages, `commit` writes each partition once. A table commits each chunk.
+        staging="{{ run_id }}" if TABLE_FORMAT == "parquet" else None,
+        table_format=TABLE_FORMAT,
         shortint_conn_id=conn_id(),
         pool=API_POOL,
         # A rejected symbol is reported by `check_rejected` once; the rest of its chunk is committed anyway,
@@ -93,10 +97,14 @@ def shortint_backfill() -> None:
     # all_done: a chunk that failed outright does not hold back what the others staged.
     @task(trigger_rule="all_done")
     def commit(params: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-        """Write what every chunk staged under this run into the lake, each partition once."""
-        from airflow_provider_shortint.lake import open_lake
+        """Write what every chunk staged under this run into the lake, each partition once (a Delta or
+        Iceberg table: nothing to do, each chunk committed its own rows)."""
+        from airflow_provider_shortint.lake import ParquetLake, open_lake
 
-        result = open_lake(params["lake_path"]).commit_staged(str(run_id))
+        lake = open_lake(params["lake_path"], TABLE_FORMAT)
+        if not isinstance(lake, ParquetLake):
+            return {}
+        result = lake.commit_staged(str(run_id))
         committed = {
             "rows_written": result.rows_written,
             "rows_unchanged": result.rows_unchanged,
@@ -123,8 +131,17 @@ def shortint_backfill() -> None:
         # One slice fetches every chunk's summary (a chunk that failed pushed none); iterating a mapped
         # XCom would probe one past the end (an "XCom not found" log).
         done = [s for s in summaries[0:] if s]
-        committed = committed or {}
-        by_market: dict[str, int] = dict(committed.get("rows_written_by_market") or {})
+        if not committed:  # a table: each chunk committed its rows
+            committed = {"rows_written": sum(s.get("rows_written", 0) for s in done), "latest_trade_date": {}}
+            committed["rows_written_by_market"] = by_market = {}
+            committed["partitions_written"] = []
+            for summary in done:
+                for market, rows in (summary.get("rows_written_by_market") or {}).items():
+                    by_market[market] = by_market.get(market, 0) + rows
+                for market, day in (summary.get("latest_trade_date") or {}).items():
+                    latest = committed["latest_trade_date"]
+                    latest[market] = max(latest.get(market, ""), day)
+        by_market = dict(committed.get("rows_written_by_market") or {})
         totals: dict[str, Any] = {
             "chunks": len(done),
             "symbols": sum(s.get("symbols", 0) for s in done),
@@ -140,13 +157,15 @@ def shortint_backfill() -> None:
         for summary in done:
             totals["failed"].update(summary.get("failed") or {})
         print(f"backfill totals: {totals}")
-        for market, asset in lake_assets(params["lake_path"]).items():
-            if by_market.get(market, 0) > 0:  # an event means new data: none for an unchanged market
+        assets = lake_assets(params["lake_path"], TABLE_FORMAT)
+        for asset in dict.fromkeys(assets.values()):  # a table is one Asset for both markets
+            markets = [m for m, a in assets.items() if a == asset and by_market.get(m, 0) > 0]
+            if markets:  # an event means new data: none for an unchanged market
                 outlet_events[AssetAlias(LAKE_ALIAS)].add(
                     asset,
                     extra={
-                        "rows_written": by_market[market],
-                        "latest_trade_date": totals["latest_trade_date"].get(market),
+                        "rows_written": sum(by_market[m] for m in markets),
+                        "latest_trade_date": max(totals["latest_trade_date"].get(m) or "" for m in markets),
                     },
                 )
         return totals

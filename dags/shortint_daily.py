@@ -35,6 +35,7 @@ from airflow_provider_shortint.examples.settings import (
     conn_id,
     default_lake_path,
     fail_if_rejected,
+    table_format,
 )
 from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKET_CODES
@@ -44,6 +45,9 @@ from airflow_provider_shortint.sensors.short_interest import ShortInterestNewRec
 #: How long a run waits for a new record before giving up for the day (the task is then skipped).
 SENSOR_TIMEOUT = dt.timedelta(hours=6)
 LAKE_PATH = default_lake_path()
+TABLE_FORMAT = table_format()
+#: The weekday (Friday) on which a run also compacts a Delta or Iceberg table and clears old versions.
+MAINTENANCE_WEEKDAY = 4
 
 
 def universe_template(market: str) -> str:
@@ -76,13 +80,15 @@ with DAG(
         for market in MARKET_CODES
     },
 ) as shortint_daily:
-    assets = lake_assets(LAKE_PATH)
+    assets = lake_assets(LAKE_PATH, TABLE_FORMAT)
+    loads = []
     for market in MARKET_CODES:
         with TaskGroup(group_id=market.lower(), tooltip=f"{market}: new trading date -> incremental load"):
             wait = ShortInterestNewRecordSensor(
                 task_id="wait_for_new_record",
                 symbol=BELLWETHER[market],
                 lake_path=LAKE_PATH,
+                table_format=TABLE_FORMAT,
                 shortint_conn_id=conn_id(),
                 deferrable=True,
                 # None: the triggerer's $SHORTINT_POKE_INTERVAL (default 15 minutes, one request a poll).
@@ -94,6 +100,7 @@ with DAG(
                 task_id="load_incremental",
                 symbols=universe_template(market),
                 lake_path=LAKE_PATH,
+                table_format=TABLE_FORMAT,
                 mode="incremental",
                 shortint_conn_id=conn_id(),
                 pool=API_POOL,
@@ -110,3 +117,25 @@ with DAG(
 
             wait >> load
             check_rejected(load.output)
+            loads.append(load)
+
+    @task(trigger_rule="all_done")
+    def maintain_table(logical_date: Any = None) -> dict[str, Any]:
+        """Weekly, for a Delta or Iceberg table: compact small files and clear versions past the retention
+        (7 days: readers and time travel within a week keep working). The Parquet lake needs none."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if TABLE_FORMAT == "parquet":
+            raise AirflowSkipException("the Parquet lake needs no maintenance (one file per market and year)")
+        if logical_date is not None and logical_date.weekday() != MAINTENANCE_WEEKDAY:
+            raise AirflowSkipException("table maintenance runs on Fridays")
+        import dataclasses
+
+        from airflow_provider_shortint.lake.formats import open_table
+
+        result = dataclasses.asdict(open_table(LAKE_PATH, TABLE_FORMAT).maintain())
+        result.pop("deleted", None)  # the file list can be long; the counts are in the result
+        print(f"maintenance: {result}")
+        return result
+
+    loads >> maintain_table()

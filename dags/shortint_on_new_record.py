@@ -31,6 +31,7 @@ from airflow_provider_shortint.examples.settings import (
     conn_id,
     default_lake_path,
     fail_if_rejected,
+    table_format,
 )
 from airflow_provider_shortint.markets import MARKET_CODES
 from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
@@ -89,6 +90,7 @@ def shortint_on_new_record() -> None:
         task_id="load_incremental",
         symbols=pick_universe(),
         lake_path=default_lake_path(),
+        table_format=table_format(),
         mode="incremental",
         shortint_conn_id=conn_id(),
         pool=API_POOL,

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import AssetAny, Param, dag, task
 
-from airflow_provider_shortint.examples.settings import BELLWETHER, default_lake_path, default_report_dir
+from airflow_provider_shortint.examples.settings import (
+    BELLWETHER,
+    default_lake_path,
+    default_report_dir,
+    table_format,
+)
 from airflow_provider_shortint.lineage import lake_assets
 from airflow_provider_shortint.markets import MARKETS
 
@@ -33,11 +38,12 @@ if TYPE_CHECKING:
 
 CHARTED_MOVERS = 3
 LAKE_PATH = default_lake_path()
+TABLE_FORMAT = table_format()
 
 
 @dag(
     dag_id="shortint_report",
-    schedule=AssetAny(*lake_assets(LAKE_PATH).values()),
+    schedule=AssetAny(*dict.fromkeys(lake_assets(LAKE_PATH, TABLE_FORMAT).values())),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
@@ -84,7 +90,7 @@ def shortint_report() -> None:
                 "matplotlib is not installed: writing the tables without the chart "
                 "(pip install 'airflow-provider-shortint[report]')"
             )
-        lake = open_lake(params["lake_path"])
+        lake = open_lake(params["lake_path"], TABLE_FORMAT)
         metrics = sorted({market.short_metric for market in MARKETS.values()})
         columns = ["symbol", "trade_date", *metrics, "market"]
         frame = lake.read(columns=columns).to_pandas()

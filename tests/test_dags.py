@@ -289,3 +289,37 @@ def test_report_without_matplotlib_writes_the_tables_and_skips_the_chart(
     assert sorted(p.name for p in folder.iterdir()) == ["top_movers.csv", "top_movers.md"]
     with (folder / "top_movers.csv").open() as handle:
         assert {m["symbol"] for m in csv.DictReader(handle)} == set(HK[:2] + US[:1])
+
+
+def test_backfill_and_daily_into_a_delta_table(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """SHORTINT_TABLE_FORMAT=delta: the same DAGs load a Delta table; a Friday's daily run maintains it."""
+    from deltalake import DeltaTable
+
+    from airflow_provider_shortint.lake import open_lake
+
+    table = tmp_path / "delta"
+    for source in DAGS.glob("*.py"):
+        airflow_home.add_dag(source)
+    with SandboxServer(rate_limit_calls=0) as sandbox:
+        env = {
+            "AIRFLOW_CONN_SHORTINT_DEFAULT": conn_uri(sandbox.url),
+            "SHORTINT_LAKE_PATH": str(table),
+            "SHORTINT_TABLE_FORMAT": "delta",
+            "SHORTINT_POKE_INTERVAL": "0.2",
+        }
+        conf = {"symbols": HK[:2] + US[:1], "chunk_size": 2}
+        _check(airflow_home.dags_test("shortint_backfill", conf=conf, env=env), "backfill into Delta")
+        new_hk, _ = sandbox.publish("HK"), sandbox.publish("US")  # both sensors see a new date
+        friday = "2026-05-29T23:00:00+00:00"
+        daily = airflow_home.dags_test(
+            "shortint_daily", conf={"hk_symbols": HK[:2], "us_symbols": US[:1]}, env=env, logical_date=friday
+        )
+        _check(daily, "daily into Delta")
+        expected = {
+            (symbol, item["timestamp_str"]) for symbol in HK[:2] + US[:1] for item in sandbox.history(symbol)
+        }
+    rows = DeltaTable(str(table)).to_pyarrow_table(columns=["symbol", "trade_date"]).to_pylist()
+    keys = [(row["symbol"], row["trade_date"].isoformat()) for row in rows]
+    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys))
+    assert open_lake(str(table), "delta").latest_dates(["HK.00700"]) == {"HK.00700": new_hk}
+    assert "maintenance: {" in daily.stdout  # the Friday run compacted the table

@@ -66,6 +66,16 @@ def conn_id() -> str:
     return os.environ.get("SHORTINT_CONN_ID") or DEFAULT_CONN_ID
 
 
+def table_format() -> str:
+    """The lake's format: $SHORTINT_TABLE_FORMAT, else ``parquet``; ``delta`` (``SHORTINT_LAKE_PATH`` a
+    folder or ``s3://conn@bucket/key``) or ``iceberg`` (``SHORTINT_LAKE_PATH`` is ``namespace.table`` in
+    the catalog of the ``iceberg_default`` connection). Read at parse time, like the lake path."""
+    value = (os.environ.get("SHORTINT_TABLE_FORMAT") or "parquet").strip().lower()
+    if value not in ("parquet", "delta", "iceberg"):
+        raise ValueError(f"SHORTINT_TABLE_FORMAT must be parquet, delta or iceberg, got {value!r}")
+    return value
+
+
 def default_lake_path() -> str:
     """The lake the example DAGs write and read: $SHORTINT_LAKE_PATH, else {AIRFLOW_HOME}/shortint_lake.
 
