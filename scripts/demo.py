@@ -8,7 +8,10 @@ on free loopback ports and is stopped on exit, failures included. The last step 
 the connection `futu_opend_default` (`SHORTINT_CONN_ID=futu_opend_default`); without futu-api
 (`[futu]`) it is skipped.
 
-    .venv/bin/python scripts/demo.py [--rate-limit-period 3] [--chunk-size 5] [--rest-only]
+    .venv/bin/python scripts/demo.py [--rate-limit-period 3] [--chunk-size 5] [--rest-only] [--delta]
+
+``--delta`` writes a Delta Lake table (./.demo/delta, `SHORTINT_TABLE_FORMAT=delta`) instead of the
+Parquet lake (./.demo/lake): the same DAGs, the same steps (`make demo DEMO_ARGS=--delta`).
 
 By default the sandbox's 30-requests-per-30-s limit is time-scaled to 30 per 3 s (and the connection's
 client-side budget with it) so the demo takes a minute or two; `--rate-limit-period 30` runs it at the
@@ -58,10 +61,13 @@ BUDGET_KEY = "shortint-demo-account"
 
 
 class Demo:
-    def __init__(self, period: float, chunk_size: int, opend: bool) -> None:
+    def __init__(self, period: float, chunk_size: int, opend: bool, delta: bool = False) -> None:
         self.period = period
         self.chunk_size = chunk_size
         self.opend = opend
+        self.delta = delta
+        #: The Parquet lake, or the Delta table with --delta.
+        self.lake = DEMO / "delta" if delta else LAKE
         self.started = time.monotonic()
         self.sandbox: subprocess.Popen[str] | None = None
         self.sandbox_log: IO[str] = io.StringIO()
@@ -189,7 +195,7 @@ class Demo:
     # -- the demo -------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        for folder in (LAKE, REPORTS, DEMO / "ratelimit"):
+        for folder in (self.lake, REPORTS, DEMO / "ratelimit"):
             shutil.rmtree(folder, ignore_errors=True)
         DEMO.mkdir(exist_ok=True)
         self.env = {
@@ -200,7 +206,8 @@ class Demo:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "SHORTINT_LAKE_PATH": str(LAKE),
+            "SHORTINT_LAKE_PATH": str(self.lake),
+            "SHORTINT_TABLE_FORMAT": "delta" if self.delta else "parquet",
             "SHORTINT_REPORT_DIR": str(REPORTS),
             # Waiting sensors poll the sandbox every 5 s (the triggerer's setting; 15 min by default).
             "SHORTINT_POKE_INTERVAL": "5",
@@ -213,7 +220,7 @@ class Demo:
         self.say(f"starting the sandbox (rate limit 30 requests / {self.period:g} s)")
         self.start_sandbox()
         self.setup()
-        self.say(f"AIRFLOW_HOME={rel(DEMO)}  DAGs={rel(REPO / 'dags')}  lake={rel(LAKE)}")
+        self.say(f"AIRFLOW_HOME={rel(DEMO)}  DAGs={rel(REPO / 'dags')}  lake={rel(self.lake)}")
         marker = DEMO / ".migrated"
         if marker.exists():
             self.say("metadata DB: already migrated")
@@ -243,7 +250,7 @@ class Demo:
         )
         conf = json.dumps({"chunk_size": self.chunk_size})
         self.run("shortint_backfill", [airflow, "dags", "test", "shortint_backfill", "--conf", conf])
-        before = lake_summary(LAKE)
+        before = lake_summary(self.lake)
         for market in MARKETS:
             self.say(f"  lake: {market} {describe(before.get(market))}")
 
@@ -271,14 +278,14 @@ class Demo:
             final = self.daily("shortint_daily-opend", after, env)
             opend_lines = self.opend_added(after, final, served)
             after = final
-        print_summary(LAKE, after, report, opend_lines, time.monotonic() - self.started)
+        print_summary(self.lake, after, report, opend_lines, time.monotonic() - self.started)
 
     def daily(self, name: str, before: dict[str, dict[str, Any]], env: dict[str, str]) -> dict[str, Any]:
         """Publish a new trading date per market, run shortint_daily, check it loaded that date."""
         published = {market: self.publish(market) for market in MARKETS}
         self.say(f"  sandbox publishes a new trading date: HK {published['HK']}, US {published['US']}")
         self.run(name, [str(VENV_BIN / "airflow"), "dags", "test", "shortint_daily"], env=env)
-        after = lake_summary(LAKE)
+        after = lake_summary(self.lake)
         for market, new in added(before, after).items():
             self.say(f"  lake: {market} +{new['rows']} row(s), now up to {after[market]['last']}")
             if new["dates"] != [published[market]]:
@@ -300,7 +307,7 @@ class Demo:
             f"  {'market':<7}{'rows':>5}  {'new date':<11} null: the columns the SDK does not carry",
         ]
         for market, new in added(before, after).items():
-            rows = rows_on(LAKE, market, new["dates"])
+            rows = rows_on(self.lake, market, new["dates"])
             missing = REGISTRY[market].opend_missing
             if not set(missing) <= set(rows["all_null"]) or (rows["min_timestamp"] or 0) < 10**12:
                 raise StepFailed(f"the OpenD rows of {market} are not what DESIGN §8 says: {rows}")
@@ -325,11 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chunk-size", type=int, default=5, help="symbols per mapped backfill task")
     parser.add_argument("--rest-only", action="store_true", help="skip the OpenD step")
+    parser.add_argument("--delta", action="store_true", help="write a Delta Lake table, not the Parquet lake")
     args = parser.parse_args(argv)
     opend = not args.rest_only and importlib.util.find_spec("futu") is not None
     if not args.rest_only and not opend:
         print('futu-api is not installed (pip install ".[futu]"): the OpenD step is skipped', flush=True)
-    demo = Demo(args.rate_limit_period, args.chunk_size, opend)
+    demo = Demo(args.rate_limit_period, args.chunk_size, opend, args.delta)
     try:
         demo.main()
     except StepFailed as err:

@@ -1,7 +1,8 @@
 """What `make demo` reads back and prints: the lake per market, what a step added, the report's files.
 
 Kept apart from scripts/demo.py (which drives the sandbox and Airflow) so each stays small. Reads the
-lake itself with pyarrow, never through the provider, so the summary checks what really landed.
+lake itself (pyarrow for the Parquet lake, deltalake for a Delta table), never through the provider, so
+the summary checks what really landed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,21 @@ def _dataset(lake: Path) -> Any:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    if (lake / "_delta_log").is_dir():  # a Delta table: its own reader picks the live files
+        from deltalake import DeltaTable
+
+        return ds.dataset(DeltaTable(str(lake)).to_pyarrow_table())
     partitioning = ds.partitioning(pa.schema([("market", pa.string()), ("year", pa.int32())]), flavor="hive")
     return ds.dataset(str(lake), format="parquet", partitioning=partitioning, exclude_invalid_files=True)
+
+
+def _files(lake: Path, market: str) -> int:
+    """Data files of ``market``: the yearly files of the Parquet lake, or the live files of a Delta table."""
+    if (lake / "_delta_log").is_dir():
+        from deltalake import DeltaTable
+
+        return sum(1 for uri in DeltaTable(str(lake)).file_uris() if f"market={market}" in uri)
+    return len(list((lake / f"market={market}").glob("year=*/*.parquet")))
 
 
 def lake_summary(lake: Path) -> dict[str, dict[str, Any]]:
@@ -39,7 +53,7 @@ def lake_summary(lake: Path) -> dict[str, dict[str, Any]]:
             "symbols": rows["symbol"].nunique(),
             "first": str(rows["trade_date"].min()),
             "last": str(rows["trade_date"].max()),
-            "files": len(list((lake / f"market={market}").glob("year=*/*.parquet"))),
+            "files": _files(lake, str(market)),
             "dates": {str(day) for day in rows["trade_date"].unique()},
         }
     return result
