@@ -1,5 +1,7 @@
 # `make demo` runs the whole pipeline on the sandbox; `make test` runs lint, types and tests.
 # Both build .venv themselves: with uv if it is on PATH, else a plain venv that gets uv (or pip) inside it.
+# Installs compile every module to bytecode once: without it, an environment with PYTHONDONTWRITEBYTECODE
+# set compiles Airflow from source in every process (the suite starts dozens: workers, servers, the CLI).
 # Outside .venv, `make test` installs one thing when it is missing: Debian's `redis-server` (the tests start a
 # real Redis for the shared request budget), with apt-get, as root or through sudo.
 PYTHON ?= python3
@@ -19,11 +21,11 @@ $(STAMP): pyproject.toml
 	@set -e; \
 	if command -v uv >/dev/null 2>&1; then \
 	  [ -x $(BIN)/python ] || uv venv --quiet --python $(PYTHON) $(VENV); \
-	  VIRTUAL_ENV=$(VENV) uv pip install --quiet -e '.[dev]'; \
+	  VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.[dev]'; \
 	else \
 	  [ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV); \
 	  if $(BIN)/python -m pip install --quiet uv; then \
-	    VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'; \
+	    VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'; \
 	  else \
 	    $(BIN)/python -m pip install --quiet --upgrade pip; \
 	    $(BIN)/python -m pip install --quiet -e '.[dev]'; \
@@ -47,13 +49,16 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
 	}
 
-# Two workers (one per core); a test file stays on one worker, so its module fixtures are built once.
-PYTEST_WORKERS ?= 2
+# Three workers on two cores: much of the suite waits on sockets, servers and subprocesses. A test file
+# stays on one worker (its module fixtures are built once); the longest files start first (tests/conftest.py).
+PYTEST_WORKERS ?= 3
 
 pytest: venv redis-server
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# ruff and mypy run beside pytest (-j): much of the suite waits on sockets, servers and subprocesses.
+test: venv redis-server
+	@$(MAKE) --no-print-directory -j3 lint typecheck pytest
 
 demo: venv
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)

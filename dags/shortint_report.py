@@ -13,8 +13,9 @@ Writes, under ``{report_dir}/{as_of}/`` (``as_of`` = newest trade date in the la
   (``pip install 'airflow-provider-shortint[report]'``). Without matplotlib the task writes the tables,
   skips the chart with a warning and returns ``"chart": None``.
 
-The lake is read with pyarrow (``open_lake(path).read(columns)``, hive partitions ``market``/``dt``), so
-any lake the operator writes works, object stores included. The task logs the paths and returns them.
+The lake is read with pyarrow (``open_lake(path, table_format).read(columns)``), so any lake the operator
+writes works: the Parquet lake on a disk or an object store, a Delta or an Iceberg table. The task logs
+the paths and returns them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Table formats (Delta, Iceberg) under test: sample rows, a table of each format, writer processes.
 
-Writer processes come from a forkserver: a clean process (started like a spawn child) that imports
+Writer processes come from a forkserver (``tests/_fixtures_pool.py``): a clean process that imports
 pyarrow, the lake and pyiceberg once and forks the workers. Neither it nor the test process forks after
 using delta-rs (a child forked after its runtime started deadlocks): each worker imports deltalake itself.
 """
@@ -8,7 +8,6 @@ using delta-rs (a child forked after its runtime started deadlocks): each worker
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_shortint.records import rows_to_table
+from tests._fixtures_pool import BARRIER_TIMEOUT, racing_pool, start_together
 
 D1, D2, D3 = dt.date(2025, 12, 31), dt.date(2026, 5, 14), dt.date(2026, 5, 15)  # two calendar years
 T0 = dt.datetime(2026, 5, 16, 1, 0, tzinfo=dt.UTC)
@@ -29,7 +29,6 @@ FORMATS = ("delta", "iceberg")
 HK_POOL = [f"HK.{n:05d}" for n in range(1, 7)]
 US_POOL = ["US.AA", "US.AB", "US.AC", "US.AD", "US.AE", "US.AF"]
 WRITERS = 4
-BARRIER_TIMEOUT = 120.0  # a hang guard only: writers meet here before they commit
 
 
 def make_row(symbol: str, day: dt.date, version: int = 0) -> dict[str, Any]:
@@ -137,14 +136,6 @@ def table(target: TableTarget) -> Any:
 
 # -- writer processes -----------------------------------------------------------------------------------
 
-_BARRIER: Any = None
-
-
-def _init_writer(barrier: Any) -> None:
-    global _BARRIER
-    _BARRIER = barrier
-    import pyarrow  # noqa: F401  (warm up before the first trial)
-
 
 def overlapping_writer(target: TableTarget, worker: int, trial: int, env: dict[str, str]) -> dict[str, Any]:
     """Upsert this writer's overlapping rows once all writers are ready; what the upsert reported.
@@ -157,7 +148,7 @@ def overlapping_writer(target: TableTarget, worker: int, trial: int, env: dict[s
     rows = make_table(
         writer_symbols(worker), [D1, D2, D3], writer_version(trial, worker), writer_stamp(worker)
     )
-    _BARRIER.wait(BARRIER_TIMEOUT)
+    start_together(WRITERS)
     result = table.upsert(rows)
     return {"worker": worker, "conflicts": result.conflicts, "written": result.rows_written}
 
@@ -165,12 +156,9 @@ def overlapping_writer(target: TableTarget, worker: int, trial: int, env: dict[s
 @pytest.fixture(scope="session")
 def writer_pool() -> Iterator[Any]:
     """``WRITERS`` processes from a forkserver, meeting at a barrier before each commit."""
-    ctx = multiprocessing.get_context("forkserver")
     # pyiceberg (and SQLAlchemy) import once here; deltalake is not preloaded: its import starts a thread.
     preload = ["pyarrow", "pyarrow.compute", "airflow_provider_shortint.lake", "pyiceberg.catalog.sql"]
-    ctx.set_forkserver_preload([*preload, "pyiceberg.table", __name__])
-    barrier = ctx.Barrier(WRITERS)
-    with ctx.Pool(WRITERS, initializer=_init_writer, initargs=(barrier,)) as pool:
+    with racing_pool([*preload, "pyiceberg.table", __name__], WRITERS) as pool:
         yield pool
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.lake import LakeSchemaError, ParquetLake, UpsertResult, open_lake
 from airflow_provider_shortint.records import COLUMNS, rows_to_table
+from tests._fixtures_pool import BARRIER_TIMEOUT, racing_pool, start_together
 
 D0 = dt.date(2025, 12, 31)  # the day before a new year: another partition
 D1, D2, D3 = dt.date(2026, 5, 13), dt.date(2026, 5, 14), dt.date(2026, 5, 15)
@@ -533,14 +533,11 @@ def _init_worker() -> None:
     import pyarrow  # noqa: F401  (warm up outside the timed section)
 
 
-def _concurrent_writer(
-    lake_path: str, worker: int, rounds: int, start_at: float
-) -> list[tuple[float, float]]:
+def _concurrent_writer(lake_path: str, worker: int, rounds: int, writers: int) -> list[tuple[float, float]]:
     """Each round: new rows only this worker writes + shared rows every worker rewrites."""
     lake = open_lake(lake_path)
     spans = []
-    while time.time() < start_at:
-        time.sleep(0.001)
+    start_together(writers)
     for rnd in range(rounds):
         own = [f"HK.{worker}{rnd:04d}", f"US.W{worker}R{rnd}"]
         shared = ["HK.00700", "US.AAPL", f"US.S{worker % 2}"]
@@ -555,17 +552,9 @@ def _concurrent_writer(
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[Any]:
-    """Four fresh writer processes.
-
-    A forkserver is a clean process started like a spawn child; it imports the lake (and so Airflow,
-    ~4 s of CPU) once and forks the workers, instead of four spawn children importing it each.
-    """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        ["pyarrow", "pyarrow.compute", "pyarrow.parquet", "airflow_provider_shortint.lake", __name__]
-    )
-    with ctx.Pool(4, initializer=_init_worker) as workers:
-        workers.map(time.sleep, [0.0] * 4)  # wait until all four have started
+    """Four writer processes that imported the lake (and so Airflow, ~4 s of CPU) once, in a forkserver."""
+    preload = ["pyarrow", "pyarrow.compute", "pyarrow.parquet", "airflow_provider_shortint.lake", __name__]
+    with racing_pool(preload, 4, _init_worker) as workers:
         yield workers
 
 
@@ -573,9 +562,8 @@ def pool() -> Iterator[Any]:
 def test_concurrent_writers_lose_nothing(tmp_path: Path, pool: Any, processes: int) -> None:
     rounds = 12
     path = str(tmp_path / "lake")
-    start_at = time.time() + 0.3
-    jobs = [pool.apply_async(_concurrent_writer, (path, w, rounds, start_at)) for w in range(processes)]
-    spans = [job.get(timeout=120) for job in jobs]
+    jobs = [pool.apply_async(_concurrent_writer, (path, w, rounds, processes)) for w in range(processes)]
+    spans = [job.get(timeout=BARRIER_TIMEOUT * 2) for job in jobs]
     table = open_lake(path).read()
     keys = list(zip(table.column("symbol").to_pylist(), table.column("trade_date").to_pylist(), strict=True))
     assert len(keys) == len(set(keys)), "duplicate (symbol, trade_date)"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._fixtures_pool import racing_pool, start_together
 
 SINCE = "2025-11-14"  # the daily loads: half a year, partitions of 2025 and 2026 in both markets
 CHUNK_SINCE = "2024-06-01"  # the backfill reaches further back: 2024 too, and the rest of 2025
@@ -61,28 +62,28 @@ def _count_writes() -> list[str]:
     return writes
 
 
-def load(env: dict[str, str], kwargs: dict[str, Any], ti: TaskInstance | None, start_at: float) -> Any:
-    """A task process running the operator; returns (summary, partitions it wrote)."""
+def load(env: dict[str, str], kwargs: dict[str, Any], ti: TaskInstance | None, racers: int) -> Any:
+    """A task process running the operator, started with ``racers`` others; returns (summary,
+    partitions it wrote)."""
     os.environ.update(env)
     from airflow_provider_shortint.operators.short_interest import ShortInterestToParquetOperator
 
     writes = _count_writes()
     operator = ShortInterestToParquetOperator(**kwargs)
-    while time.time() < start_at:
-        time.sleep(0.002)
+    start_together(racers)
     summary = operator.execute(context={"ti": ti} if ti else {})  # type: ignore[arg-type]
     return summary, writes
 
 
-def commit(env: dict[str, str], lake_path: str, start_at: float) -> Any:
-    """The backfill's commit task; returns (partitions written per its result, partitions it wrote)."""
+def commit(env: dict[str, str], lake_path: str, racers: int) -> Any:
+    """The backfill's commit task, started with ``racers`` others; returns (partitions written per its
+    result, partitions it wrote)."""
     os.environ.update(env)
     from airflow_provider_shortint.lake import open_lake
 
     writes = _count_writes()
     lake = open_lake(lake_path)
-    while time.time() < start_at:
-        time.sleep(0.002)
+    start_together(racers)
     return lake.commit_staged(RUN).partitions_written, writes
 
 
@@ -111,18 +112,14 @@ def daily(market: str) -> tuple[dict[str, Any], TaskInstance]:
 @pytest.fixture(scope="module")
 def pool() -> Iterator[Any]:
     """Four task processes forked from a forkserver that imported the operator once."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        [
-            "pyarrow",
-            "pyarrow.parquet",
-            "airflow.providers.amazon.aws.hooks.s3",
-            "airflow_provider_shortint.operators.short_interest",
-            __name__,
-        ]
-    )
-    with ctx.Pool(4) as workers:
-        workers.map(time.sleep, [0.0] * 4)
+    preload = [
+        "pyarrow",
+        "pyarrow.parquet",
+        "airflow.providers.amazon.aws.hooks.s3",
+        "airflow_provider_shortint.operators.short_interest",
+        __name__,
+    ]
+    with racing_pool(preload, 4) as workers:
         yield workers
 
 
@@ -165,13 +162,12 @@ def test_parallel_chunks_and_daily_loads_leave_the_union(
     env = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "AWS_"))}
 
     # 1. The backfill's chunks and both daily loads at once.
-    start_at = time.time() + 0.5
     runs = [
         ({**kwargs, "lake_path": lake_path}, ti)
         for kwargs, ti in (chunk(CHUNKS[0], 0), chunk(CHUNKS[1], 1), daily("HK"), daily("US"))
     ]
     outcomes = [
-        job.get(timeout=300) for job in [pool.apply_async(load, (env, k, ti, start_at)) for k, ti in runs]
+        job.get(timeout=300) for job in [pool.apply_async(load, (env, k, ti, len(runs))) for k, ti in runs]
     ]
     (chunk0, w0), (chunk1, w1), (hk, w_hk), (us, w_us) = outcomes
     assert w0 == w1 == [] and chunk0["rows_written"] == chunk1["rows_written"] == 0  # chunks only stage
@@ -186,10 +182,9 @@ def test_parallel_chunks_and_daily_loads_leave_the_union(
 
     # 2. A new HK date, then the backfill's commit while the HK daily load writes it.
     new_day = sandbox.publish("HK")
-    start_at = time.time() + 0.5
-    committing = pool.apply_async(commit, (env, lake_path, start_at))
+    committing = pool.apply_async(commit, (env, lake_path, 2))
     kwargs, ti = daily("HK")
-    hk_again = pool.apply_async(load, (env, {**kwargs, "lake_path": lake_path}, ti, start_at))
+    hk_again = pool.apply_async(load, (env, {**kwargs, "lake_path": lake_path}, ti, 2))
     (committed, w_commit), (hk2, w_hk2) = committing.get(timeout=300), hk_again.get(timeout=300)
     # The commit writes each partition in which the chunks brought something new, once: 2024 and 2025
     # (the daily loads already hold the same rows of 2026, which stays as it is).

@@ -1,6 +1,6 @@
 """Concurrent writers on one s3:// lake lose nothing (DESIGN.md §10): 4 processes x overlapping partitions.
 
-Each trial starts four writer processes at the same instant on a fresh prefix; each runs a few upserts
+Each trial releases four writer processes together (a barrier) on a fresh prefix; each runs a few upserts
 of its own rows (symbols only it writes) plus shared rows every writer rewrites, over the same six
 partitions. After every trial: every upsert's own rows are present with their values, no
 (symbol, trade_date) twice, every shared row is one version that was written (never a mix), every file
@@ -10,7 +10,6 @@ complete. The compare-and-swap conflicts the writers hit and retried are counted
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import os
 import time
 from collections.abc import Iterator
@@ -18,7 +17,9 @@ from typing import Any
 
 import pytest
 
-TRIALS = 10
+from tests._fixtures_pool import BARRIER_TIMEOUT, racing_pool, start_together
+
+TRIALS = 6  # each trial races 12 upserts; every trial so far had 2 to 14 conflicts
 WRITERS = 4
 ROUNDS = 3
 DAYS = (dt.date(2024, 5, 13), dt.date(2025, 5, 14), dt.date(2026, 5, 15))  # x 2 markets = 6 partitions
@@ -36,15 +37,15 @@ def own_symbols(writer: int, rnd: int) -> list[str]:
     return [f"HK.{writer + 1}{rnd:04d}", f"US.W{writer}R{rnd}"]
 
 
-def writer(env: dict[str, str], lake_path: str, worker: int, start_at: float) -> list[int]:
-    """ROUNDS upserts of this worker's own rows + the shared rows; returns each upsert's conflicts."""
+def writer(env: dict[str, str], lake_path: str, worker: int) -> list[int]:
+    """ROUNDS upserts of this worker's own rows + the shared rows, started when every writer is ready;
+    returns each upsert's conflicts."""
     os.environ.update(env)
     from airflow_provider_shortint.lake import open_lake
     from airflow_provider_shortint.records import rows_to_table
 
     lake = open_lake(lake_path)
-    while time.time() < start_at:
-        time.sleep(0.002)
+    start_together(WRITERS)
     conflicts = []
     for rnd in range(ROUNDS):
         version = worker * 100 + rnd
@@ -59,12 +60,8 @@ def writer(env: dict[str, str], lake_path: str, worker: int, start_at: float) ->
 @pytest.fixture(scope="module")
 def pool() -> Iterator[Any]:
     """WRITERS processes forked from a forkserver that imported the lake once (Airflow imports slowly)."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        ["pyarrow", "pyarrow.parquet", "s3fs", "airflow_provider_shortint.lake", __name__]
-    )
-    with ctx.Pool(WRITERS) as workers:
-        workers.map(time.sleep, [0.0] * WRITERS)
+    preload = ["pyarrow", "pyarrow.parquet", "s3fs", "airflow_provider_shortint.lake", __name__]
+    with racing_pool(preload, WRITERS) as workers:
         yield workers
 
 
@@ -75,9 +72,8 @@ def test_concurrent_writers_on_s3_lose_nothing(s3_server: Any, s3_prefix: str, p
     per_trial: list[int] = []
     for trial in range(TRIALS):
         url = s3_server.url(f"{s3_prefix}/trial-{trial}")
-        start_at = time.time() + 0.5
-        jobs = [pool.apply_async(writer, (s3_server.env, url, w, start_at)) for w in range(WRITERS)]
-        conflicts = [job.get(timeout=120) for job in jobs]
+        jobs = [pool.apply_async(writer, (s3_server.env, url, w)) for w in range(WRITERS)]
+        conflicts = [job.get(timeout=BARRIER_TIMEOUT * 2) for job in jobs]
         per_trial.append(sum(map(sum, conflicts)))
 
         table = open_lake(url).read()  # every file is read whole and must conform to the lake schema

@@ -12,6 +12,9 @@ from airflow_provider_shortint.sandbox import data
 
 END_MARKER_MODES: Final = ("-1", "absent", "empty")
 FAULT_KINDS: Final = ("internal_error", "http5xx", "http429", "delay", "malformed")
+#: How often a serving loop checks for stop(): a stopped sandbox frees its ports within this (tests start
+#: and stop one per test).
+STOP_POLL: Final = 0.01
 
 
 @dataclass(frozen=True)

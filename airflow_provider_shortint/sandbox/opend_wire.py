@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final, Protocol
 
-from airflow_provider_shortint.sandbox.config import SandboxConfig
+from airflow_provider_shortint.sandbox.config import STOP_POLL, SandboxConfig
 
 INIT_CONNECT: Final = 1001
 KEEP_ALIVE_INTERVAL: Final = 10  # seconds, told to the client in InitConnect (it pings every 4/5 of it)
@@ -221,7 +221,7 @@ class FrameServer(socketserver.ThreadingTCPServer):
         """Serve from a daemon thread."""
         self._thread = threading.Thread(
             target=self.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": STOP_POLL},
             name="shortint-sandbox-opend",
             daemon=True,
         )

@@ -16,6 +16,7 @@ from airflow_provider_shortint.sandbox.config import (
     END_MARKER_MODES,
     FAULT_KINDS,
     LIVE_FIELDS,
+    STOP_POLL,
     SandboxConfig,
     make_config,
 )
@@ -79,7 +80,7 @@ class SandboxServer:
             raise
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": STOP_POLL},
             name="shortint-sandbox",
             daemon=True,
         )
