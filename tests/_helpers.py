@@ -19,6 +19,21 @@ def wait_until(condition: Callable[[], bool], guard: float = 30.0, step: float =
     return True
 
 
+class FakeClock:
+    """A monotonic clock that moves only when the code under test sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def max_in_window(starts: list[float], period: float) -> int:
     """Largest number of starts inside any half-open window [t, t + period)."""
     starts = sorted(starts)

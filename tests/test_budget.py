@@ -19,23 +19,10 @@ import pytest
 from airflow_provider_shortint.budget import Heartbeat, RateLimiter, file_window, shared_limiter
 from airflow_provider_shortint.budget.file_window import FileRateLimiter
 from airflow_provider_shortint.budget.window import RENEW_LOG_EVERY
-from tests._helpers import max_in_window, wait_until
+from tests._helpers import FakeClock, max_in_window, wait_until
 
 # fork: a worker starts in milliseconds instead of re-importing the test module
 WORKERS = multiprocessing.get_context("fork")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_fake_clock_exact_window() -> None:

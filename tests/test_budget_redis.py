@@ -40,25 +40,10 @@ from airflow_provider_shortint.exceptions import (
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_redis import RedisServer, free_port
-from tests._helpers import max_in_window, wait_until
+from tests._helpers import FakeClock, max_in_window, wait_until
 
 # fork: a worker starts in milliseconds instead of re-importing Airflow (tens of seconds on a busy box)
 WORKERS = multiprocessing.get_context("fork")
-
-
-class FakeClock:
-    """A monotonic clock that moves only when the limiter sleeps (outages are timed on it)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def unique(prefix: str = "t") -> str:

@@ -16,34 +16,12 @@ from airflow_provider_shortint.exceptions import InvalidParameterError
 from airflow_provider_shortint.lake import LakeSchemaError, ParquetLake, UpsertResult, open_lake
 from airflow_provider_shortint.records import COLUMNS, rows_to_table
 from tests._fixtures_pool import BARRIER_TIMEOUT, racing_pool, start_together
+from tests._fixtures_tables import make_row, make_table
 
 D0 = dt.date(2025, 12, 31)  # the day before a new year: another partition
 D1, D2, D3 = dt.date(2026, 5, 13), dt.date(2026, 5, 14), dt.date(2026, 5, 15)
 T0 = dt.datetime(2026, 5, 16, 1, 0, tzinfo=dt.UTC)
 T1 = dt.datetime(2026, 5, 17, 1, 0, tzinfo=dt.UTC)
-
-
-def make_row(symbol: str, day: dt.date, version: int = 0) -> dict[str, Any]:
-    """A deterministic row; HK rows fill the HK columns, US rows the US ones (the others stay null)."""
-    seed = sum(map(ord, symbol)) + day.toordinal() % 97
-    row: dict[str, Any] = {
-        "symbol": symbol,
-        "trade_date": day,
-        "timestamp": int(dt.datetime(day.year, day.month, day.day).timestamp() * 1000),
-        "close_price": seed / 10 + version,
-        "last_close_price": seed / 10 - 0.5,
-    }
-    if symbol.startswith("HK."):
-        row.update(avg_daily_short_volume=seed * 1000, aggregated_short=seed * 10, aggregated_short_ratio=0.5)
-    else:
-        row.update(
-            avg_cost=seed / 7, shares_short=seed * 100 + version, short_percent=0.01, days_to_cover=1.5
-        )
-    return row
-
-
-def make_table(symbols: list[str], days: list[dt.date], version: int = 0, at: dt.datetime = T0) -> Any:
-    return rows_to_table([make_row(s, d, version) for d in days for s in symbols], ingested_at=at)
 
 
 def data_files(root: Path) -> dict[str, bytes]:

@@ -10,6 +10,7 @@ DAG processor imports the lake).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_shortint.exceptions import (
@@ -492,6 +493,26 @@ def read_schema() -> pa.Schema:
         .append(pa.field("year", pa.int32()))
         .append(pa.field("dt", pa.date32()))
     )
+
+
+#: Columns ``read()`` returns only when asked for them (the daily layout's hive key).
+ON_REQUEST = ("dt",)
+
+
+def wanted_columns(columns: Iterable[str] | None, names: list[str], owner: str) -> list[str]:
+    """The columns a ``read(columns)`` returns, checked against ``names`` (what ``owner``, e.g. "the
+    lake", has): all but those on request when None; else unknown or repeated names are refused."""
+    if columns is None:
+        return [name for name in names if name not in ON_REQUEST]
+    if isinstance(columns, str) or not isinstance(columns, Iterable):
+        raise InvalidParameterError("columns must be a list of column names")
+    wanted = list(columns)
+    unknown = [name for name in wanted if not isinstance(name, str) or name not in names]
+    if unknown:
+        raise InvalidParameterError(f"unknown column(s) {unknown}; {owner} has {list(names)}")
+    if len(set(wanted)) != len(wanted):
+        raise InvalidParameterError(f"columns {wanted} repeat a name")
+    return wanted
 
 
 def with_partition_columns(table: pa.Table, market: str, columns: list[str]) -> pa.Table:

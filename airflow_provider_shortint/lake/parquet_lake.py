@@ -536,17 +536,7 @@ class ParquetLake:
         import pyarrow as pa
 
         schema = arrow.read_schema()
-        if columns is None:
-            wanted = [name for name in schema.names if name != "dt"]
-        else:
-            if isinstance(columns, str) or not isinstance(columns, Iterable):
-                raise InvalidParameterError("columns must be a list of column names")
-            wanted = list(columns)
-            unknown = [name for name in wanted if not isinstance(name, str) or name not in schema.names]
-            if unknown:
-                raise InvalidParameterError(f"unknown column(s) {unknown}; the lake has {list(schema.names)}")
-            if len(set(wanted)) != len(wanted):
-                raise InvalidParameterError(f"columns {wanted} repeat a name")
+        wanted = arrow.wanted_columns(columns, schema.names, "the lake")
         stored = [name for name in wanted if name not in arrow.READ_EXTRA_COLUMNS]
         if any(name in ("year", "dt") for name in wanted) and "trade_date" not in stored:
             stored.append("trade_date")

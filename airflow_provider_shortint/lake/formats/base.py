@@ -52,8 +52,6 @@ READ_ORDER = (
     ("symbol", "ascending"),
     ("trade_date", "ascending"),
 )
-#: Columns ``read()`` adds only on request, as ``ParquetLake.read`` does (``dt`` equals trade_date).
-ON_REQUEST = ("dt",)
 #: Old versions kept by maintenance unless told otherwise: readers and time travel within a week keep working.
 DEFAULT_RETENTION = dt.timedelta(days=7)
 _EXTRA_HINT = 'pip install "airflow-provider-shortint[{extra}]"'
@@ -283,7 +281,7 @@ class TableLake(abc.ABC):
         import pyarrow.compute as pc
 
         schema = arrow.read_schema()
-        wanted = _wanted_columns(columns, schema)
+        wanted = arrow.wanted_columns(columns, schema.names, "the table")
         state = self._snapshot(create=False) if as_of is None else self._at(as_of)
         if state is None:
             return schema.empty_table().select(wanted)
@@ -442,20 +440,6 @@ def _market_of(symbol: str) -> str | None:
 
     prefix = symbol.partition(".")[0]
     return prefix if prefix in MARKETS and "." in symbol else None
-
-
-def _wanted_columns(columns: list[str] | None, schema: pa.Schema) -> list[str]:
-    if columns is None:
-        return [name for name in schema.names if name not in ON_REQUEST]
-    if isinstance(columns, str) or not isinstance(columns, Iterable):
-        raise InvalidParameterError("columns must be a list of column names")
-    wanted = list(columns)
-    unknown = [name for name in wanted if not isinstance(name, str) or name not in schema.names]
-    if unknown:
-        raise InvalidParameterError(f"unknown column(s) {unknown}; the table has {list(schema.names)}")
-    if len(set(wanted)) != len(wanted):
-        raise InvalidParameterError(f"columns {wanted} repeat a name")
-    return wanted
 
 
 def _wanted_symbols(symbols: Iterable[str] | None) -> set[str] | None:
