@@ -357,3 +357,21 @@ def test_a_file_replaced_between_two_ranged_reads_is_read_again(s3_server: Any, 
     assert replaced, "no ranged read happened"
     assert table.num_rows == newer.num_rows
     assert sorted(table.column("close_price").to_pylist()) == sorted(newer.column("close_price").to_pylist())
+
+
+def test_client_pools_a_connection_per_parallel_read_and_keeps_the_connections_settings(
+    s3_server: Any, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3 pools 10 connections by default: the lake's parallel reads get one each (no "connection
+    pool is full" warning), and the botocore settings of the Airflow connection stay as they are."""
+    import json
+
+    from airflow_provider_shortint.lake.stores import s3 as s3_store
+
+    conn = json.loads(s3_server.env[f"AIRFLOW_CONN_{s3_server.conn_id.upper()}"])
+    conn["extra"]["config_kwargs"] = {"connect_timeout": 7}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TUNED", json.dumps(conn))
+    lake = open_lake(f"s3://aws_tuned@{s3_server.bucket}/{s3_prefix}")
+    config = lake._store.client.meta.config
+    assert config.max_pool_connections == s3_store._PARALLEL_READS > 10
+    assert config.connect_timeout == 7

@@ -48,9 +48,16 @@ class S3Store:
     def client(self) -> Any:
         """The boto3 S3 client of the lake's Airflow connection (built on first use)."""
         if self._client is None:
+            import botocore.config
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-            self._client = S3Hook(aws_conn_id=self.location.conn_id).get_conn()
+            # The connection's botocore settings, with a connection pool as large as the parallel reads
+            # (boto3's default of 10 would drop connections, with a warning each, at every wide read).
+            config = S3Hook(aws_conn_id=self.location.conn_id).config
+            wide = max(_PARALLEL_READS, config.max_pool_connections)
+            pool = botocore.config.Config(max_pool_connections=wide)
+            hook = S3Hook(aws_conn_id=self.location.conn_id, config=config.merge(pool))
+            self._client = hook.get_conn()
         return self._client
 
     def full(self, rel: str) -> str:
