@@ -177,7 +177,9 @@ def test_parallel_chunks_and_daily_loads_leave_the_union(
     )
     for summary, writes in ((hk, w_hk), (us, w_us)):  # a daily load: each partition once, at its end
         assert not summary["failed"] and len(writes) == len(set(writes)) == summary["partitions_written"] > 0
-    staged = {name.split("/", 2)[2].rpartition("/")[0] for name in _staged_files(lake_path)}
+    files = _staged_files(lake_path)
+    assert len(files) == len(CHUNKS[0]) + len(CHUNKS[1])  # one file per staged batch (batch_size=1)
+    staged = {name for rel in files for name in _staged_partitions(lake_path, rel)}
     assert staged == {f"market={m}/year={y}" for m in ("HK", "US") for y in (2024, 2025, 2026)}
 
     # 2. A new HK date, then the backfill's commit while the HK daily load writes it.
@@ -198,6 +200,15 @@ def test_parallel_chunks_and_daily_loads_leave_the_union(
     # The union, nothing lost, nothing twice.
     assert stored_rows(lake_path) == expected_rows(sandbox, ALL, CHUNK_SINCE)
     assert open_lake(lake_path).staged_runs() == {}
+
+
+def _staged_partitions(lake_path: str, rel: str) -> list[str]:
+    """The partitions a staged file holds rows of, as its footer records them."""
+    from airflow_provider_shortint.lake import arrow, open_lake
+
+    data = open_lake(lake_path)._store.read(rel).data
+    assert data is not None
+    return list(arrow.staged_row_groups(arrow.open_parquet(data, rel), rel))
 
 
 def _staged_files(lake_path: str) -> list[str]:

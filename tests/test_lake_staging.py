@@ -50,9 +50,9 @@ def test_staged_rows_are_invisible_until_the_commit_writes_each_partition_once(
         result = lake.stage(table(chunk), run="backfill", name=f"chunk.{index:05d}")
         assert result.rows == 2 * len(DAYS)
     assert writes == []
-    assert lake.staged_runs() == {"backfill": 15}  # one file per chunk and partition it touches
+    assert lake.staged_runs() == {"backfill": 3}  # one file per chunk
     assert (
-        sorted(p.suffix for p in root.rglob("*") if p.is_file() and "_staging" in p.parts) == [".stage"] * 15
+        sorted(p.suffix for p in root.rglob("*") if p.is_file() and "_staging" in p.parts) == [".stage"] * 3
     )
     (matched,) = duckdb.connect().execute(f"select count(*) from glob('{root}/**/*.parquet')").fetchone()  # type: ignore[misc]
     assert matched == 0 and not list(root.rglob("*.parquet"))  # no "*.parquet" glob (DuckDB, polars) matches
@@ -93,12 +93,12 @@ def test_among_staged_rows_of_one_key_the_file_named_last_wins(tmp_path: Path) -
     assert lake.read(["close_price"]).column(0).to_pylist() == [2.0]
 
 
-def test_restaging_a_name_replaces_its_files(tmp_path: Path) -> None:
-    """A retried chunk stages under the same names: its earlier rows are replaced, not added."""
+def test_restaging_a_name_replaces_its_file(tmp_path: Path) -> None:
+    """A retried chunk stages under the same name: its earlier rows are replaced, not added."""
     lake = open_lake(tmp_path / "lake")
     lake.stage(table(["HK.00001"], price=1.0), run="r", name="chunk.00000.00000")
     lake.stage(table(["HK.00001"], price=3.0), run="r", name="chunk.00000.00000")
-    assert lake.staged_runs() == {"r": 3}
+    assert lake.staged_runs() == {"r": 1}
     lake.commit_staged("r")
     assert set(lake.read(["close_price"]).column(0).to_pylist()) == {3.0}
 
@@ -142,9 +142,10 @@ def test_a_commit_that_fails_half_way_is_completed_by_the_next(
     notes = " ".join(info.value.__notes__)
     assert "already replaced (each atomically): ['market=HK/year=2024']" in notes
     assert "not written: ['market=HK/year=2025', 'market=HK/year=2026']" in notes
-    assert lake.staged_runs() == {"r": 2}  # the committed partition's staged file is gone, the rest stay
-    result = lake.commit_staged("r")
+    assert lake.staged_runs() == {"r": 1}  # every staged file stays until the whole commit is done
+    result = lake.commit_staged("r")  # the committed partition compares equal: not written again
     assert result.partitions_written == ("market=HK/year=2025", "market=HK/year=2026")
+    assert result.partitions_unchanged == 1
     assert lake.read().num_rows == 6 and lake.staged_runs() == {}
 
 
@@ -152,7 +153,7 @@ def test_discard_and_names(tmp_path: Path) -> None:
     lake = open_lake(tmp_path / "lake")
     result = lake.stage(table(["HK.00001"], DAYS[:1]), run="manual__2026-05-16T01:00:00+00:00", name="load/1")
     assert result == StageResult(
-        1, ("_staging/manual__2026-05-16T01_00_00_00_00-284f346d/market=HK/year=2024/load_1-42741a14.stage",)
+        1, ("_staging/manual__2026-05-16T01_00_00_00_00-284f346d/load_1-42741a14.stage",)
     )
     assert lake.stage(table([], []), run="r", name="n") == StageResult(0, ())
     assert lake.discard_staged("manual__2026-05-16T01:00:00+00:00") == 1
@@ -162,15 +163,25 @@ def test_discard_and_names(tmp_path: Path) -> None:
             lake.stage(table(["HK.00001"]), run=bad, name="n")  # type: ignore[arg-type]
 
 
-def test_a_staged_file_of_another_partition_is_refused(tmp_path: Path) -> None:
-    """A file put by hand into the wrong folder of a run is refused, naming the partition."""
+def test_a_staged_file_that_misnames_its_partitions_is_refused(tmp_path: Path) -> None:
+    """A staged file whose footer files rows under the wrong partition, or names none, is refused with
+    its name before anything is written."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from airflow_provider_shortint.lake.arrow import STAGED_PARTITIONS_KEY
+
     root = tmp_path / "lake"
     lake = open_lake(root)
     (staged,) = lake.stage(table(["HK.00001"], DAYS[:1]), run="r", name="a").files
-    wrong = root / staged.replace("year=2024", "year=2026")
-    wrong.parent.mkdir(parents=True)
-    (root / staged).rename(wrong)
+    rows = pq.read_table(root / staged)
+    lying = {STAGED_PARTITIONS_KEY: json.dumps(["market=HK/year=2026"]).encode()}
+    pq.write_table(rows.replace_schema_metadata(lying), root / staged)
     with pytest.raises(LakeSchemaError, match="market=HK/year=2026 hold 1 row"):
+        lake.commit_staged("r")
+    pq.write_table(rows.replace_schema_metadata(None), root / staged)
+    with pytest.raises(LakeSchemaError, match=r"a\.stage does not say which partition"):
         lake.commit_staged("r")
     assert lake.read().num_rows == 0
 

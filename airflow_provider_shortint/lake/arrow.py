@@ -39,6 +39,18 @@ _LAST_DAY = (dt.date.max - dt.date(1970, 1, 1)).days
 _EXAMPLES = 3
 #: zstd level of staged files (the lake's files use the library's default level, fast to rewrite).
 STAGED_ZSTD_LEVEL = 9
+#: Key of a staged file's footer metadata: the partition of each row group, in order (JSON list).
+STAGED_PARTITIONS_KEY = b"shortint.partitions"
+#: Staged files delta-encode their integer columns (dates, timestamps, counts): smaller than dictionaries
+#: for a file written once and read once.
+_STAGED_DELTA = (
+    "trade_date",
+    "timestamp",
+    "avg_daily_short_volume",
+    "aggregated_short",
+    "shares_short",
+    "avg_daily_share_volume",
+)
 #: Columns ``read()`` may add to the lake columns: the hive keys of both layouts.
 READ_EXTRA_COLUMNS = tuple(dict.fromkeys(PARTITION_COLUMNS + LEGACY_PARTITION_COLUMNS))
 
@@ -312,15 +324,12 @@ def split_partitions(table: pa.Table) -> list[tuple[Partition, pa.Table]]:
     return sorted(parts, key=lambda item: item[0])
 
 
-def to_parquet(table: pa.Table, *, staged: bool = False) -> bytes:
+def to_parquet(table: pa.Table) -> bytes:
     """Deterministic Parquet bytes: same rows -> same bytes, whatever their order or chunking.
 
     Rows sorted by (symbol, trade_date), row groups of ``ROW_GROUP_ROWS`` rows with statistics (a
     filter on one symbol reads one group per file), zstd, dictionary encoding for the columns with few
-    distinct values, the lake schema and no other metadata. A ``staged`` file is written once and read
-    once, whole, by the lake alone: no statistics, no embedded Arrow schema, and zstd at
-    ``STAGED_ZSTD_LEVEL`` (each a few percent of what staging adds to the bytes a backfill writes).
-    """
+    distinct values, the lake schema and no other metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -330,15 +339,83 @@ def to_parquet(table: pa.Table, *, staged: bool = False) -> bytes:
         rows,
         sink,
         compression="zstd",
-        compression_level=STAGED_ZSTD_LEVEL if staged else None,
         row_group_size=ROW_GROUP_ROWS,
         use_dictionary=list(DICTIONARY_COLUMNS),
-        write_statistics=not staged,
-        store_schema=not staged,  # read back only by the lake, which casts to lake_schema() anyway
         sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)],
     )
     data: bytes = sink.getvalue().to_pybytes()
     return data
+
+
+def staged_parquet(table: pa.Table) -> bytes:
+    """One staged file for every partition of ``table`` (deduplicated, the last row of a key wins):
+    each partition's rows sorted by (symbol, trade_date) in row groups of their own, partitions in
+    order, the footer naming the partition of each row group (``STAGED_PARTITIONS_KEY``), so that a
+    commit reads only the row groups of the partition it writes. Written once and read once by the lake
+    alone: no statistics, no embedded Arrow schema, integers delta-encoded, zstd at
+    ``STAGED_ZSTD_LEVEL``."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    names: list[str] = []
+    with pq.ParquetWriter(
+        sink,
+        lake_schema().remove_metadata(),
+        compression="zstd",
+        compression_level=STAGED_ZSTD_LEVEL,
+        use_dictionary=["symbol"],
+        column_encoding=dict.fromkeys(_STAGED_DELTA, "DELTA_BINARY_PACKED"),
+        write_statistics=False,
+        store_schema=False,
+    ) as writer:
+        for partition, rows in split_partitions(table):
+            ordered = sorted_rows(rows).replace_schema_metadata(None)
+            for start in range(0, ordered.num_rows, ROW_GROUP_ROWS):
+                writer.write_table(ordered.slice(start, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                names.append(partition.name)
+        writer.add_key_value_metadata({STAGED_PARTITIONS_KEY: json.dumps(names).encode()})
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
+def staged_row_groups(parquet: Any, where: str) -> dict[str, list[int]]:
+    """Partition name -> the row groups holding its rows, from an open staged file's footer; a file
+    without that record (not staged by this lake) raises LakeSchemaError naming ``where``."""
+    import json
+
+    metadata = parquet.metadata
+    recorded = (metadata.metadata or {}).get(STAGED_PARTITIONS_KEY)
+    try:
+        names = json.loads(recorded) if recorded is not None else None
+    except ValueError:
+        names = None
+    if (
+        not isinstance(names, list)
+        or len(names) != metadata.num_row_groups
+        or not all(isinstance(name, str) for name in names)
+    ):
+        raise LakeSchemaError(f"{where} does not say which partition each of its row groups belongs to")
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault(name, []).append(index)
+    return groups
+
+
+def staged_rows(parquet: Any, groups: list[int], where: str) -> pa.Table:
+    """The rows of row groups ``groups`` of an open staged file, in the lake schema."""
+    import pyarrow as pa
+
+    try:
+        table = parquet.read_row_groups(groups, columns=list(COLUMNS))
+    except (pa.ArrowException, OSError, ValueError) as err:
+        failure = _unreadable(err, where)
+        if failure is err:
+            raise
+        raise failure from err
+    return conform(_cast(table, where), where)
 
 
 def check_schema(schema: pa.Schema, what: str) -> None:

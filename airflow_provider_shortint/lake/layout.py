@@ -144,23 +144,19 @@ def staging_folder(run: str) -> str:
     return f"{STAGING_DIR}/{safe_name(run)}"
 
 
-def staged_file(run: str, partition: Partition, name: str) -> str:
-    """``_staging/<run>/market=HK/year=2026/<name>.stage``: one writer's rows of one partition."""
-    return f"{staging_folder(run)}/{partition.name}/{safe_name(name)}{STAGED_SUFFIX}"
+def staged_file(run: str, name: str) -> str:
+    """``_staging/<run>/<name>.stage``: one writer's rows of every partition they fall in (a row group,
+    or several, per partition; the footer names the partition of each)."""
+    return f"{staging_folder(run)}/{safe_name(name)}{STAGED_SUFFIX}"
 
 
-def parse_staged_file(rel: str, run: str) -> tuple[Partition, str] | None:
-    """(partition, name) of a staged file of ``run``, else None."""
+def parse_staged_file(rel: str, run: str) -> str | None:
+    """The name of a staged file of ``run``, else None."""
     prefix = staging_folder(run) + "/"
     if not rel.startswith(prefix) or not rel.endswith(STAGED_SUFFIX):
         return None
-    parts = rel[len(prefix) :].split("/")
-    if len(parts) != 3:
-        return None
-    partition = parse_data_file(f"{parts[0]}/{parts[1]}/{PART_FILE}")
-    if partition is None or partition.legacy:
-        return None
-    return partition, parts[2][: -len(STAGED_SUFFIX)]
+    name = rel[len(prefix) :]
+    return None if "/" in name else name[: -len(STAGED_SUFFIX)]
 
 
 def quarantine_name(rel: str, stamp: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from airflow_provider_shortint.exceptions import (
 )
 from airflow_provider_shortint.lake import arrow
 from airflow_provider_shortint.lake.layout import (
+    PART_FILE,
     STAGING_DIR,
     Partition,
     is_temp_name,
@@ -91,7 +93,7 @@ class UpsertResult:
 
 @dataclass(frozen=True)
 class StageResult:
-    """What one :meth:`ParquetLake.stage` made durable: rows and the staged files (one per partition)."""
+    """What one :meth:`ParquetLake.stage` made durable: rows and the staged file (one per call)."""
 
     rows: int
     files: tuple[str, ...]
@@ -391,9 +393,9 @@ class ParquetLake:
     # -- staging ------------------------------------------------------------------------------------
 
     def stage(self, table: pa.Table, run: str, name: str) -> StageResult:
-        """Make ``table``'s rows durable under ``_staging/<run>/`` (one file per partition, named
-        ``name``) without touching a partition: :meth:`commit_staged` writes them later, each
-        partition once for every writer of ``run``. Re-staging one ``name`` replaces its files.
+        """Make ``table``'s rows durable under ``_staging/<run>/`` (one file named ``name``, a row group
+        or several per partition) without touching a partition: :meth:`commit_staged` writes them
+        later, each partition once for every writer of ``run``. Re-staging one ``name`` replaces its file.
 
         Staged files end in ``.stage`` under a '_' folder: no documented reader sees them.
         """
@@ -407,15 +409,10 @@ class ParquetLake:
             refuse_unguarded(self._store)
             self._refuse_daily(self._contents())
             self._stageable = True
-        files = []
-        for partition, part_rows in arrow.split_partitions(rows):
-            rel = staged_file(run, partition, name)
-            self._store.put(rel, arrow.to_parquet(part_rows, staged=True))
-            files.append(rel)
-        log.info(
-            "lake %s: staged %d row(s) of run %r in %d file(s)", self.uri, rows.num_rows, run, len(files)
-        )
-        return StageResult(rows.num_rows, tuple(files))
+        rel = staged_file(run, name)
+        self._store.put(rel, arrow.staged_parquet(rows))
+        log.info("lake %s: staged %d row(s) of run %r in %s", self.uri, rows.num_rows, run, rel)
+        return StageResult(rows.num_rows, (rel,))
 
     def staged_runs(self) -> dict[str, int]:
         """Staging runs waiting for a commit: folder name under ``_staging/`` -> number of staged files."""
@@ -437,21 +434,21 @@ class ParquetLake:
         return len(files)
 
     def commit_staged(self, run: str) -> UpsertResult:
-        """Upsert everything ``run`` staged, one partition at a time, then delete those staged files.
+        """Upsert everything ``run`` staged, one partition at a time, then delete the staged files.
 
         Each partition is read, merged and written once, whatever number of writers staged into it;
-        memory holds one partition's staged rows and its stored rows. Among staged rows with one key,
-        the file named last wins. A commit that fails half way leaves the rest staged: committing again
-        converges (rows already committed compare equal and are not rewritten).
+        memory holds one partition's staged rows (only its row groups of each staged file are read)
+        and its stored rows. Among staged rows with one key, the file named last wins. A commit that
+        fails half way leaves every staged file in place: committing again converges (rows already
+        committed compare equal and are not rewritten).
         """
         _check_name(run, "run")
         folder = staging_folder(run)
-        groups: dict[Partition, list[str]] = {}
+        files: list[str] = []
         temps: set[str] = set()
         for rel in self._store.list_files(folder, hidden=True):
-            parsed = parse_staged_file(rel, run)
-            if parsed is not None:
-                groups.setdefault(parsed[0], []).append(rel)
+            if parse_staged_file(rel, run) is not None:
+                files.append(rel)
             elif is_temp_name(rel.rpartition("/")[2]):
                 temps.add(rel.rpartition("/")[0])
             else:
@@ -459,45 +456,62 @@ class ParquetLake:
         if isinstance(self._store, LockingStore):
             for temp_folder in sorted(temps):
                 self._store.remove_stale_temps(temp_folder, older_than=STALE_STAGING_TEMP_SECONDS)
+        groups: dict[Partition, list[tuple[str, list[int]]]] = {}
+        for rel in sorted(files):  # name order: the file named last wins a key
+            where = self._where(rel)
+            found = self._with_file(rel, functools.partial(arrow.staged_row_groups, where=where))
+            for name, row_groups in (found or {}).items():
+                partition = parse_data_file(f"{name}/{PART_FILE}")
+                if partition is None or partition.legacy:
+                    raise LakeSchemaError(
+                        f"lake {self.uri}: {where} names no partition of the lake: {name!r}"
+                    )
+                groups.setdefault(partition, []).append((rel, row_groups))
         if not groups:
+            for rel in files:
+                self._store.delete(rel)
             self._store.prune(folder)
             return UpsertResult(0, 0, (), 0, {})
         latest: dict[str, str] = {}
 
         def load(partition: Partition) -> pa.Table:
-            rows = self._staged_rows(partition, sorted(groups[partition]))
+            rows = self._staged_rows(partition, groups[partition])
             if rows.num_rows:
                 for market, day in arrow.latest_per_market(rows).items():
                     latest[market] = max(latest.get(market, ""), day)
             return rows
 
-        result = self._write(sorted(groups), load, latest, after=lambda part: self._unstage(groups[part]))
+        result = self._write(sorted(groups), load, latest)
+        for rel in files:
+            self._store.delete(rel)
         self._store.prune(folder)
         return result
 
-    def _staged_rows(self, partition: Partition, files: list[str]) -> pa.Table:
-        """The rows staged for ``partition`` (files in name order, the last one wins per key)."""
+    def _staged_rows(self, partition: Partition, files: list[tuple[str, list[int]]]) -> pa.Table:
+        """The rows staged for ``partition``: its row groups of each staged file (files in name order,
+        the last one wins per key)."""
         import pyarrow as pa
 
         from airflow_provider_shortint.records import lake_schema
 
-        tables = [arrow.from_parquet(data, self._where(rel)) for rel, data in self._store.read_many(files)]
-        if not tables:  # committed and deleted by another commit of the run meanwhile
+        tables = []
+        for rel, row_groups in files:
+            where = self._where(rel)
+            rows = self._with_file(rel, functools.partial(arrow.staged_rows, groups=row_groups, where=where))
+            if rows is not None:  # None: committed and deleted by another commit of the run meanwhile
+                tables.append(rows)
+        if not tables:
             return lake_schema().empty_table()
         rows = arrow.deduplicated(pa.concat_tables(tables))
         arrow.check_rows(rows)
         outside = rows.filter(_outside(rows, partition))
         if outside.num_rows:
             raise LakeSchemaError(
-                f"lake {self.uri}: the staged files of {partition.name} hold {outside.num_rows} row(s) of "
+                f"lake {self.uri}: the staged rows of {partition.name} hold {outside.num_rows} row(s) of "
                 f"another market or year, e.g. {outside.slice(0, 1).to_pylist()[0]['symbol']}; "
                 f"discard the run (discard_staged) or move the files"
             )
         return rows
-
-    def _unstage(self, files: list[str]) -> None:
-        for rel in files:
-            self._store.delete(rel)
 
     # -- reading ------------------------------------------------------------------------------------
 
