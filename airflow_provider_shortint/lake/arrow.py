@@ -41,16 +41,6 @@ _EXAMPLES = 3
 STAGED_ZSTD_LEVEL = 9
 #: Key of a staged file's footer metadata: the partition of each row group, in order (JSON list).
 STAGED_PARTITIONS_KEY = b"shortint.partitions"
-#: Staged files delta-encode their integer columns (dates, timestamps, counts): smaller than dictionaries
-#: for a file written once and read once.
-_STAGED_DELTA = (
-    "trade_date",
-    "timestamp",
-    "avg_daily_short_volume",
-    "aggregated_short",
-    "shares_short",
-    "avg_daily_share_volume",
-)
 #: Columns ``read()`` may add to the lake columns: the hive keys of both layouts.
 READ_EXTRA_COLUMNS = tuple(dict.fromkeys(PARTITION_COLUMNS + LEGACY_PARTITION_COLUMNS))
 
@@ -367,7 +357,12 @@ def staged_parquet(table: pa.Table) -> bytes:
         compression="zstd",
         compression_level=STAGED_ZSTD_LEVEL,
         use_dictionary=["symbol"],
-        column_encoding=dict.fromkeys(_STAGED_DELTA, "DELTA_BINARY_PACKED"),
+        # Integers (dates, timestamps, counts) delta-encoded: smaller than dictionaries here.
+        column_encoding={
+            field.name: "DELTA_BINARY_PACKED"
+            for field in lake_schema()
+            if pa.types.is_integer(field.type) or pa.types.is_date32(field.type)
+        },
         write_statistics=False,
         store_schema=False,
     ) as writer:
