@@ -35,15 +35,21 @@ def is_template(value: object) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+def integral(value: object) -> int | None:
+    """``value`` as an ``int`` when it is of an integral type (``operator.index``: ``numpy.int64`` too),
+    else None: booleans, floats and strings are not integers here."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def positive_int(value: object, name: str) -> int:
     """An ``int`` >= 1, e.g. a batch size or a failure bound: any integral type (``operator.index``:
     ``numpy.int64`` too); booleans, floats and strings refused."""
-    number: int | None = None
-    if not isinstance(value, bool):
-        try:
-            number = operator.index(value)  # type: ignore[arg-type]
-        except TypeError:
-            number = None
+    number = integral(value)
     if number is None or number < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {shown(value, 60)}")
     return number

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 
 def wait_until(condition: Callable[[], bool], guard: float = 30.0, step: float = 0.01) -> bool:
@@ -32,6 +33,27 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+def starts_of_threads(slot_of: Callable[[int], Any], threads: int = 4, slots: int = 4) -> list[float]:
+    """``threads`` threads each take ``slots`` slots, one at a time, thread i through ``slot_of(i)`` (a
+    limiter's ``slot``); the monotonic time each slot began, once every thread is done."""
+    import time
+
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        for _ in range(slots):
+            with slot_of(index)(), lock:
+                starts.append(time.monotonic())
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(60)
+    return starts
 
 
 def max_in_window(starts: list[float], period: float) -> int:

@@ -19,7 +19,7 @@ import pytest
 from airflow_provider_shortint.budget import Heartbeat, RateLimiter, file_window, shared_limiter
 from airflow_provider_shortint.budget.file_window import FileRateLimiter
 from airflow_provider_shortint.budget.window import RENEW_LOG_EVERY
-from tests._helpers import FakeClock, max_in_window, wait_until
+from tests._helpers import FakeClock, max_in_window, starts_of_threads, wait_until
 
 # fork: a worker starts in milliseconds instead of re-importing the test module
 WORKERS = multiprocessing.get_context("fork")
@@ -54,19 +54,7 @@ def test_in_flight_slots_count() -> None:
 def test_threads_time_scaled() -> None:
     """16 calls from 4 threads through 4 calls / 0.2 s: no window of 0.2 s sees more than 4 starts."""
     limiter = RateLimiter(4, 0.2)
-    starts: list[float] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(4):
-            with limiter.slot(), lock:
-                starts.append(time.monotonic())
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    starts = starts_of_threads(lambda _: limiter.slot)
     assert len(starts) == 16
     assert max_in_window(starts, 0.2) == 4
 

@@ -40,7 +40,7 @@ from airflow_provider_shortint.exceptions import (
 from airflow_provider_shortint.hooks.short_interest import ShortInterestHook
 from airflow_provider_shortint.sandbox import SandboxServer
 from tests._fixtures_redis import RedisServer, free_port
-from tests._helpers import FakeClock, max_in_window, wait_until
+from tests._helpers import FakeClock, max_in_window, starts_of_threads, wait_until
 
 # fork: a worker starts in milliseconds instead of re-importing Airflow (tens of seconds on a busy box)
 WORKERS = multiprocessing.get_context("fork")
@@ -105,19 +105,7 @@ def test_threads_of_two_limiters_share_one_window(redis_conn: str, redis_server:
         opened(RedisRateLimiter(redis_conn, name, 4, 0.2), client),
         RedisRateLimiter(redis_conn, name, 4, 0.2),
     ]
-    starts: list[float] = []
-    lock = threading.Lock()
-
-    def worker(limiter: RedisRateLimiter) -> None:
-        for _ in range(4):
-            with limiter.slot(), lock:
-                starts.append(time.monotonic())
-
-    threads = [threading.Thread(target=worker, args=(limiters[i % 2],)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    starts = starts_of_threads(lambda i: limiters[i % 2].slot)
     assert len(starts) == 16
     assert max_in_window(starts, 0.2) == 4
     key = limiters[0].key

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import operator
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
 from airflow_provider_shortint.exceptions import InvalidParameterError, ShortInterestResponseError
 from airflow_provider_shortint.markets import Market
 from airflow_provider_shortint.text import shown
+from airflow_provider_shortint.validation import integral
 
 _T = TypeVar("_T")
 
@@ -44,12 +44,7 @@ def validate_count(count: object, name: str, maximum: int) -> int:
     """``count`` as an ``int`` in 1..``maximum`` (the transport's largest page; REST: 90), checked before
     any request is spent. Any integral type is taken (``operator.index``: ``numpy.int64(30)`` too);
     booleans, floats and strings are refused."""
-    value: int | None = None
-    if not isinstance(count, bool):
-        try:
-            value = operator.index(count)  # type: ignore[arg-type]
-        except TypeError:
-            value = None
+    value = integral(count)
     if value is None or not 1 <= value <= maximum:
         raise InvalidParameterError(f"{name} must be an integer from 1 to {maximum}, got {shown(count, 60)}")
     return value
