@@ -208,7 +208,7 @@ def _staged_partitions(lake_path: str, rel: str) -> list[str]:
 
     data = open_lake(lake_path)._store.read(rel).data
     assert data is not None
-    return list(arrow.staged_row_groups(arrow.open_parquet(data, rel), rel))
+    return [name for names in arrow.staged_row_groups(arrow.open_parquet(data, rel), rel) for name in names]
 
 
 def _staged_files(lake_path: str) -> list[str]:

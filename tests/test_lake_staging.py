@@ -163,9 +163,51 @@ def test_discard_and_names(tmp_path: Path) -> None:
             lake.stage(table(["HK.00001"]), run=bad, name="n")  # type: ignore[arg-type]
 
 
+def test_small_partitions_share_a_staged_row_group_and_a_commit_reads_only_the_groups_of_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes: list[str]
+) -> None:
+    """Consecutive partitions share a row group up to STAGED_GROUP_ROWS rows, a larger one has its own;
+    the footer names the partitions of each group, and each partition's commit reads only its groups
+    and keeps only its rows."""
+    import pyarrow as pa
+
+    from airflow_provider_shortint.lake import arrow
+
+    monkeypatch.setattr(arrow, "STAGED_GROUP_ROWS", 4)
+    root = tmp_path / "lake"
+    lake = open_lake(root)
+    rows = pa.concat_tables(
+        [
+            table(["HK.00001", "HK.00002"], DAYS[:2]),  # 2 rows in each of 2024 and 2025
+            table([f"HK.{n:05d}" for n in range(1, 6)], DAYS[2:]),  # 5 rows in 2026
+            table(["US.AAPL"], DAYS[2:]),
+        ]
+    )
+    (staged,) = lake.stage(rows, run="r", name="a").files
+    footer = arrow.staged_row_groups(arrow.open_parquet(str(root / staged), staged), staged)
+    assert footer == [
+        ("market=HK/year=2024", "market=HK/year=2025"),
+        ("market=HK/year=2026",),
+        ("market=US/year=2026",),
+    ]
+    read: list[list[int]] = []  # the row groups of each read, in order
+    original = arrow.staged_rows
+
+    def spied(parquet: Any, groups: list[int], where: str) -> Any:
+        read.append(groups)
+        return original(parquet, groups, where)
+
+    monkeypatch.setattr(arrow, "staged_rows", spied)
+    result = lake.commit_staged("r")
+    assert writes == [name for names in footer for name in names]
+    assert read == [[0], [0], [1], [2]]
+    assert result.rows_written == rows.num_rows == lake.read().num_rows == 10
+
+
 def test_a_staged_file_that_misnames_its_partitions_is_refused(tmp_path: Path) -> None:
     """A staged file whose footer files rows under the wrong partition, or names none, is refused with
-    its name before anything is written."""
+    its name before anything is written; a footer naming one partition per row group (as files were
+    staged before row groups were shared) is read."""
     import json
 
     import pyarrow.parquet as pq
@@ -176,14 +218,19 @@ def test_a_staged_file_that_misnames_its_partitions_is_refused(tmp_path: Path) -
     lake = open_lake(root)
     (staged,) = lake.stage(table(["HK.00001"], DAYS[:1]), run="r", name="a").files
     rows = pq.read_table(root / staged)
-    lying = {STAGED_PARTITIONS_KEY: json.dumps(["market=HK/year=2026"]).encode()}
-    pq.write_table(rows.replace_schema_metadata(lying), root / staged)
-    with pytest.raises(LakeSchemaError, match="market=HK/year=2026 hold 1 row"):
-        lake.commit_staged("r")
-    pq.write_table(rows.replace_schema_metadata(None), root / staged)
-    with pytest.raises(LakeSchemaError, match=r"a\.stage does not say which partition"):
-        lake.commit_staged("r")
+    for lie in (["market=HK/year=2026"], [["market=HK/year=2025", "market=HK/year=2026"]]):
+        lying = {STAGED_PARTITIONS_KEY: json.dumps(lie).encode()}
+        pq.write_table(rows.replace_schema_metadata(lying), root / staged)
+        with pytest.raises(LakeSchemaError, match=r"from staged file .*a\.stage hold 1 row\(s\) of a market"):
+            lake.commit_staged("r")
+    for unnamed in (None, {STAGED_PARTITIONS_KEY: b"[[]]"}, {STAGED_PARTITIONS_KEY: b"[1]"}):
+        pq.write_table(rows.replace_schema_metadata(unnamed), root / staged)
+        with pytest.raises(LakeSchemaError, match=r"a\.stage does not say which partition"):
+            lake.commit_staged("r")
     assert lake.read().num_rows == 0
+    one_name = {STAGED_PARTITIONS_KEY: json.dumps(["market=HK/year=2024"]).encode()}
+    pq.write_table(rows.replace_schema_metadata(one_name), root / staged)
+    assert lake.commit_staged("r").rows_written == lake.read().num_rows == 1
 
 
 def test_a_killed_stagers_temp_file_is_removed_once_it_is_an_hour_old(tmp_path: Path) -> None:

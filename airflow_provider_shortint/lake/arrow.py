@@ -37,9 +37,13 @@ _UTC_NAMES = ("UTC", "utc", "Etc/UTC", "+00:00", "Z")
 _FIRST_DAY = (dt.date.min - dt.date(1970, 1, 1)).days  # date32 reaches years Python's date cannot hold
 _LAST_DAY = (dt.date.max - dt.date(1970, 1, 1)).days
 _EXAMPLES = 3
-#: zstd level of staged files (the lake's files use the library's default level, fast to rewrite).
-STAGED_ZSTD_LEVEL = 9
-#: Key of a staged file's footer metadata: the partition of each row group, in order (JSON list).
+#: zstd level of staged files, written once and read once (the lake's files use the library's default
+#: level, fast to rewrite).
+STAGED_ZSTD_LEVEL = 15
+#: Rows of a staged row group shared by several partitions: a commit decodes it once per partition it
+#: holds, so it stays small; a partition with more rows has row groups of its own.
+STAGED_GROUP_ROWS = 16_384
+#: Key of a staged file's footer metadata: the partitions of each row group, in order (JSON list of lists).
 STAGED_PARTITIONS_KEY = b"shortint.partitions"
 #: Columns ``read()`` may add to the lake columns: the hive keys of both layouts.
 READ_EXTRA_COLUMNS = tuple(dict.fromkeys(PARTITION_COLUMNS + LEGACY_PARTITION_COLUMNS))
@@ -146,22 +150,26 @@ def check_rows(table: pa.Table) -> None:
 
 
 def market_column(symbols: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """The market of each symbol, from its prefix; a prefix that is not a registered market raises."""
+    """The market of each symbol, from its prefix; a prefix that is not a registered market raises.
+
+    Worked out once per distinct symbol (a partition holds thousands of rows per symbol)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    prefixes = pc.list_element(pc.split_pattern(symbols, ".", max_splits=1), 0)
-    if isinstance(prefixes, pa.ChunkedArray):
-        prefixes = prefixes.combine_chunks()
-    has_dot = pc.match_substring(symbols, ".")
-    known = pc.and_(pc.fill_null(has_dot, False), pc.is_in(prefixes, value_set=pa.array(list(MARKETS))))
-    unknown = pc.filter(symbols, pc.invert(known))
+    if isinstance(symbols, pa.ChunkedArray):
+        symbols = symbols.combine_chunks()
+    encoded = pc.dictionary_encode(symbols)
+    distinct = encoded.dictionary
+    prefixes = pc.list_element(pc.split_pattern(distinct, ".", max_splits=1), 0)
+    known = pc.and_(pc.match_substring(distinct, "."), pc.is_in(prefixes, value_set=pa.array(list(MARKETS))))
+    known_rows = pc.fill_null(known.take(encoded.indices), False)  # a null symbol is of no market
+    unknown = pc.filter(symbols, pc.invert(known_rows))
     if len(unknown):
-        examples = sorted(set(unknown.to_pylist()))[:_EXAMPLES]
+        examples = sorted(set(unknown.to_pylist()), key=str)[:_EXAMPLES]
         raise LakeSchemaError(
             f"{len(unknown)} row(s) have a symbol of no registered market {list(MARKETS)}, e.g. {examples}"
         )
-    return prefixes
+    return prefixes.take(encoded.indices)
 
 
 def latest_per_market(table: pa.Table) -> dict[str, str]:
@@ -338,19 +346,22 @@ def to_parquet(table: pa.Table) -> bytes:
 
 
 def staged_parquet(table: pa.Table) -> bytes:
-    """One staged file for every partition of ``table`` (deduplicated, the last row of a key wins):
-    each partition's rows sorted by (symbol, trade_date) in row groups of their own, partitions in
-    order, the footer naming the partition of each row group (``STAGED_PARTITIONS_KEY``), so that a
-    commit reads only the row groups of the partition it writes. Written once and read once by the lake
-    alone: no statistics, no embedded Arrow schema, integers delta-encoded, zstd at
-    ``STAGED_ZSTD_LEVEL``."""
+    """One staged file for every partition of ``table`` (deduplicated, the last row of a key wins).
+
+    Partitions in order, each one's rows sorted by (symbol, trade_date). Consecutive partitions share a
+    row group of at most ``STAGED_GROUP_ROWS`` rows (a chunk of ten symbols holds a few hundred to a
+    few thousand rows per year: row groups of their own would cost more in metadata and compression than
+    the rows); a larger partition has row groups of its own. The footer names the partitions of each
+    row group (``STAGED_PARTITIONS_KEY``), so a commit reads, for one partition, only the row groups
+    that hold it. Written once and read by the lake alone: no statistics, no embedded Arrow schema,
+    integers delta-encoded, zstd at ``STAGED_ZSTD_LEVEL``."""
     import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    names: list[str] = []
+    names: list[list[str]] = []
     with pq.ParquetWriter(
         sink,
         lake_schema().remove_metadata(),
@@ -366,36 +377,51 @@ def staged_parquet(table: pa.Table) -> bytes:
         write_statistics=False,
         store_schema=False,
     ) as writer:
+        shared: list[tuple[str, pa.Table]] = []  # consecutive small partitions, one row group
+
+        def write_shared() -> None:
+            if shared:
+                rows = pa.concat_tables([part for _, part in shared])
+                writer.write_table(rows, row_group_size=rows.num_rows)
+                names.append([name for name, _ in shared])
+                shared.clear()
+
         for partition, rows in split_partitions(table):
             ordered = sorted_rows(rows).replace_schema_metadata(None)
-            for start in range(0, ordered.num_rows, ROW_GROUP_ROWS):
-                writer.write_table(ordered.slice(start, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
-                names.append(partition.name)
+            if ordered.num_rows > STAGED_GROUP_ROWS:
+                write_shared()
+                for start in range(0, ordered.num_rows, ROW_GROUP_ROWS):
+                    writer.write_table(ordered.slice(start, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                    names.append([partition.name])
+                continue
+            if sum(part.num_rows for _, part in shared) + ordered.num_rows > STAGED_GROUP_ROWS:
+                write_shared()
+            shared.append((partition.name, ordered))
+        write_shared()
         writer.add_key_value_metadata({STAGED_PARTITIONS_KEY: json.dumps(names).encode()})
     data: bytes = sink.getvalue().to_pybytes()
     return data
 
 
-def staged_row_groups(parquet: Any, where: str) -> dict[str, list[int]]:
-    """Partition name -> the row groups holding its rows, from an open staged file's footer; a file
-    without that record (not staged by this lake) raises LakeSchemaError naming ``where``."""
+def staged_row_groups(parquet: Any, where: str) -> list[tuple[str, ...]]:
+    """The partition names of each row group of an open staged file, from its footer (an entry may also
+    be one name, as a row group holding one partition was recorded before); a file without that record
+    (not staged by this lake) raises LakeSchemaError naming ``where``."""
     import json
 
     metadata = parquet.metadata
     recorded = (metadata.metadata or {}).get(STAGED_PARTITIONS_KEY)
     try:
-        names = json.loads(recorded) if recorded is not None else None
+        entries = json.loads(recorded) if recorded is not None else None
     except ValueError:
-        names = None
-    if (
-        not isinstance(names, list)
-        or len(names) != metadata.num_row_groups
-        or not all(isinstance(name, str) for name in names)
-    ):
+        entries = None
+    groups: list[tuple[str, ...]] = []
+    for entry in entries if isinstance(entries, list) else ():
+        names = [entry] if isinstance(entry, str) else entry
+        if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
+            groups.append(tuple(names))
+    if not isinstance(entries, list) or len(groups) != len(entries) or len(groups) != metadata.num_row_groups:
         raise LakeSchemaError(f"{where} does not say which partition each of its row groups belongs to")
-    groups: dict[str, list[int]] = {}
-    for index, name in enumerate(names):
-        groups.setdefault(name, []).append(index)
     return groups
 
 

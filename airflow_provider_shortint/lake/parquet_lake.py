@@ -92,6 +92,16 @@ class UpsertResult:
 
 
 @dataclass(frozen=True)
+class _StagedPart:
+    """Where a commit finds one partition's staged rows: row groups of one staged file, and every
+    partition those row groups hold (a row of another one is refused)."""
+
+    file: str
+    row_groups: list[int]
+    named: frozenset[Partition]
+
+
+@dataclass(frozen=True)
 class StageResult:
     """What one :meth:`ParquetLake.stage` made durable: rows and the staged file (one per call)."""
 
@@ -437,8 +447,8 @@ class ParquetLake:
         """Upsert everything ``run`` staged, one partition at a time, then delete the staged files.
 
         Each partition is read, merged and written once, whatever number of writers staged into it;
-        memory holds one partition's staged rows (only its row groups of each staged file are read)
-        and its stored rows. Among staged rows with one key, the file named last wins. A commit that
+        memory holds one partition's staged rows (only the row groups of each staged file that hold it
+        are read) and its stored rows. Among staged rows with one key, the file named last wins. A commit that
         fails half way leaves every staged file in place: committing again converges (rows already
         committed compare equal and are not rewritten).
         """
@@ -456,17 +466,22 @@ class ParquetLake:
         if isinstance(self._store, LockingStore):
             for temp_folder in sorted(temps):
                 self._store.remove_stale_temps(temp_folder, older_than=STALE_STAGING_TEMP_SECONDS)
-        groups: dict[Partition, list[tuple[str, list[int]]]] = {}
+        groups: dict[Partition, list[_StagedPart]] = {}
         for rel in sorted(files):  # name order: the file named last wins a key
             where = self._where(rel)
-            found = self._with_file(rel, functools.partial(arrow.staged_row_groups, where=where))
-            for name, row_groups in (found or {}).items():
+            found = self._with_file(rel, functools.partial(arrow.staged_row_groups, where=where)) or []
+            partitions: dict[str, Partition] = {}
+            for name in sorted({name for names in found for name in names}):
                 partition = parse_data_file(f"{name}/{PART_FILE}")
                 if partition is None or partition.legacy:
                     raise LakeSchemaError(
                         f"lake {self.uri}: {where} names no partition of the lake: {name!r}"
                     )
-                groups.setdefault(partition, []).append((rel, row_groups))
+                partitions[name] = partition
+            for name, partition in partitions.items():
+                held = [index for index, names in enumerate(found) if name in names]
+                named = {partitions[other] for index in held for other in found[index]}
+                groups.setdefault(partition, []).append(_StagedPart(rel, held, frozenset(named)))
         if not groups:
             for rel in files:
                 self._store.delete(rel)
@@ -487,30 +502,34 @@ class ParquetLake:
         self._store.prune(folder)
         return result
 
-    def _staged_rows(self, partition: Partition, files: list[tuple[str, list[int]]]) -> pa.Table:
-        """The rows staged for ``partition``: its row groups of each staged file (files in name order,
-        the last one wins per key)."""
+    def _staged_rows(self, partition: Partition, parts: list[_StagedPart]) -> pa.Table:
+        """The rows staged for ``partition``: the row groups of each staged file that hold it (files in
+        name order, the last one wins per key), each file's rows of other partitions dropped as it is
+        read. A row of a partition its row group does not name is refused, never dropped."""
         import pyarrow as pa
 
         from airflow_provider_shortint.records import lake_schema
 
         tables = []
-        for rel, row_groups in files:
-            where = self._where(rel)
-            rows = self._with_file(rel, functools.partial(arrow.staged_rows, groups=row_groups, where=where))
-            if rows is not None:  # None: committed and deleted by another commit of the run meanwhile
-                tables.append(rows)
+        for part in parts:
+            where = self._where(part.file)
+            read = functools.partial(arrow.staged_rows, groups=part.row_groups, where=where)
+            rows = self._with_file(part.file, read)
+            if rows is None:  # committed and deleted by another commit of the run meanwhile
+                continue
+            mine, stray = _split_staged(rows, partition, part.named)
+            if stray.num_rows:
+                raise LakeSchemaError(
+                    f"lake {self.uri}: the staged rows read for {partition.name} from {where} hold "
+                    f"{stray.num_rows} row(s) of a market or year their row group does not name, e.g. "
+                    f"{stray.slice(0, 1).to_pylist()[0]['symbol']}; discard the run (discard_staged) or "
+                    f"move the file"
+                )
+            tables.append(mine)
         if not tables:
             return lake_schema().empty_table()
         rows = arrow.deduplicated(pa.concat_tables(tables))
         arrow.check_rows(rows)
-        outside = rows.filter(_outside(rows, partition))
-        if outside.num_rows:
-            raise LakeSchemaError(
-                f"lake {self.uri}: the staged rows of {partition.name} hold {outside.num_rows} row(s) of "
-                f"another market or year, e.g. {outside.slice(0, 1).to_pylist()[0]['symbol']}; "
-                f"discard the run (discard_staged) or move the files"
-            )
         return rows
 
     # -- reading ------------------------------------------------------------------------------------
@@ -670,12 +689,19 @@ def _check_name(value: object, what: str) -> None:
         )
 
 
-def _outside(rows: pa.Table, partition: Partition) -> Any:
-    """A mask of the rows that do not belong to ``partition`` (another market or year)."""
+def _split_staged(
+    rows: pa.Table, partition: Partition, named: frozenset[Partition]
+) -> tuple[pa.Table, pa.Table]:
+    """``rows`` (read from row groups holding the partitions ``named``, ``partition`` among them) split
+    into those of ``partition`` and the stray ones, of no partition ``named``."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     markets = arrow.market_column(rows.column("symbol"))
-    return pc.or_(
-        pc.not_equal(markets, partition.market),
-        pc.not_equal(pc.year(rows.column("trade_date")), partition.year),
-    )
+    years = pc.year(rows.column("trade_date"))
+    masks = {other: pc.and_(pc.equal(markets, other.market), pc.equal(years, other.year)) for other in named}
+    inside: Any = pa.repeat(False, rows.num_rows)
+    for mask in masks.values():
+        inside = pc.or_(inside, mask)
+    stray = rows.slice(0, 0) if pc.all(inside).as_py() else rows.filter(pc.invert(inside))
+    return (rows if len(named) == 1 else rows.filter(masks[partition])), stray
