@@ -206,8 +206,7 @@ def test_small_partitions_share_a_staged_row_group_and_a_commit_reads_only_the_g
 
 def test_a_staged_file_that_misnames_its_partitions_is_refused(tmp_path: Path) -> None:
     """A staged file whose footer files rows under the wrong partition, or names none, is refused with
-    its name before anything is written; a footer naming one partition per row group (as files were
-    staged before row groups were shared) is read."""
+    its name before anything is written; a footer giving a single name for a row group is read."""
     import json
 
     import pyarrow.parquet as pq

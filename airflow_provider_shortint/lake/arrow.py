@@ -405,8 +405,8 @@ def staged_parquet(table: pa.Table) -> bytes:
 
 def staged_row_groups(parquet: Any, where: str) -> list[tuple[str, ...]]:
     """The partition names of each row group of an open staged file, from its footer (an entry may also
-    be one name, as a row group holding one partition was recorded before); a file without that record
-    (not staged by this lake) raises LakeSchemaError naming ``where``."""
+    be a single name: a row group of one partition); a file without that record (not staged by this
+    lake) raises LakeSchemaError naming ``where``."""
     import json
 
     metadata = parquet.metadata
