@@ -145,8 +145,8 @@ def staging_folder(run: str) -> str:
 
 
 def staged_file(run: str, name: str) -> str:
-    """``_staging/<run>/<name>.stage``: one writer's rows of every partition they fall in (a row group,
-    or several, per partition; the footer names the partition of each)."""
+    """``_staging/<run>/<name>.stage``: one writer's rows of every partition they fall in (the footer
+    names the partitions of each row group)."""
     return f"{staging_folder(run)}/{safe_name(name)}{STAGED_SUFFIX}"
 
 

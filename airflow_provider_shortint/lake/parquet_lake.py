@@ -403,9 +403,10 @@ class ParquetLake:
     # -- staging ------------------------------------------------------------------------------------
 
     def stage(self, table: pa.Table, run: str, name: str) -> StageResult:
-        """Make ``table``'s rows durable under ``_staging/<run>/`` (one file named ``name``, a row group
-        or several per partition) without touching a partition: :meth:`commit_staged` writes them
-        later, each partition once for every writer of ``run``. Re-staging one ``name`` replaces its file.
+        """Make ``table``'s rows durable under ``_staging/<run>/`` (one file named ``name``, its footer
+        naming the partitions of each row group) without touching a partition: :meth:`commit_staged`
+        writes them later, each partition once for every writer of ``run``. Re-staging one ``name``
+        replaces its file.
 
         Staged files end in ``.stage`` under a '_' folder: no documented reader sees them.
         """
@@ -448,9 +449,9 @@ class ParquetLake:
 
         Each partition is read, merged and written once, whatever number of writers staged into it;
         memory holds one partition's staged rows (only the row groups of each staged file that hold it
-        are read) and its stored rows. Among staged rows with one key, the file named last wins. A commit that
-        fails half way leaves every staged file in place: committing again converges (rows already
-        committed compare equal and are not rewritten).
+        are read) and its stored rows. Among staged rows with one key, the file named last wins. A
+        commit that fails half way leaves every staged file in place: committing again converges (rows
+        already committed compare equal and are not rewritten).
         """
         _check_name(run, "run")
         folder = staging_folder(run)
